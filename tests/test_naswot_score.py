@@ -1,0 +1,267 @@
+"""Tests of the NASWOT score against a NumPy reference and MALA's published values."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from malahydra.search.naswot_score import (
+    EIGENVALUE_OFFSET,
+    NaswotScoreError,
+    correlation_matrix,
+    jacobian_rows,
+    naswot_score,
+    surrogate_from_jacobian,
+)
+
+ACTIVATIONS = {
+    "ReLU": torch.nn.ReLU,
+    "Sigmoid": torch.nn.Sigmoid,
+    "LeakyReLU": torch.nn.LeakyReLU,
+    "Tanh": torch.nn.Tanh,
+}
+LEAKY_RELU_SLOPE = 0.01  # torch.nn.LeakyReLU default
+
+
+# --- NumPy reference, independent of the torch code under test -------------
+
+
+def numpy_activation(name, z):
+    """Return the activation and its derivative at z."""
+    if name == "ReLU":
+        return np.maximum(z, 0.0), (z > 0).astype(float)
+    if name == "LeakyReLU":
+        return np.where(z > 0, z, LEAKY_RELU_SLOPE * z), np.where(z > 0, 1.0, LEAKY_RELU_SLOPE)
+    if name == "Sigmoid":
+        s = 1.0 / (1.0 + np.exp(-z))
+        return s, s * (1.0 - s)
+    if name == "Tanh":
+        t = np.tanh(z)
+        return t, 1.0 - t * t
+    raise KeyError(name)
+
+
+def numpy_forward(weights, activation, x):
+    """Forward pass of Linear-activation-Linear-activation, float64."""
+    (w1, b1), (w2, b2) = weights
+    hidden, _ = numpy_activation(activation, x @ w1.T + b1)
+    output, _ = numpy_activation(activation, hidden @ w2.T + b2)
+    return output
+
+
+def numpy_jacobian(weights, activation, x):
+    """Gradient of the summed outputs with respect to each input row, by explicit backpropagation."""
+    (w1, b1), (w2, b2) = weights
+    hidden, hidden_slope = numpy_activation(activation, x @ w1.T + b1)
+    _, output_slope = numpy_activation(activation, hidden @ w2.T + b2)
+    hidden_gradient = (output_slope @ w2) * hidden_slope
+    return hidden_gradient @ w1
+
+
+def numpy_naswot(jacobian):
+    correlation = np.corrcoef(jacobian)  # rows are the variables, values clipped to [-1, 1]
+    eigenvalues = np.linalg.eigvals(correlation).real  # general solver, as in MALA
+    shifted = eigenvalues + EIGENVALUE_OFFSET
+    return float(np.sum(np.log(shifted) + 1.0 / shifted))
+
+
+def make_mlp(activation, sizes=(20, 24, 3), seed=7):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(sizes[0], sizes[1]),
+        ACTIVATIONS[activation](),
+        torch.nn.Linear(sizes[1], sizes[2]),
+        ACTIVATIONS[activation](),
+    )
+
+
+def numpy_weights(network):
+    linears = [m for m in network if isinstance(m, torch.nn.Linear)]
+    return [(m.weight.detach().double().numpy(), m.bias.detach().double().numpy()) for m in linears]
+
+
+@pytest.fixture
+def batch():
+    generator = torch.Generator().manual_seed(11)
+    return torch.randn(12, 20, generator=generator, dtype=torch.float64)
+
+
+def test_numpy_jacobian_matches_finite_differences(batch):
+    weights = numpy_weights(make_mlp("Tanh").double())
+    x = batch.numpy()
+    step = 1e-6
+    finite_difference = np.empty_like(x)
+    for i in range(x.shape[1]):
+        shift = np.zeros_like(x)
+        shift[:, i] = step
+        upper = numpy_forward(weights, "Tanh", x + shift).sum(axis=1)
+        lower = numpy_forward(weights, "Tanh", x - shift).sum(axis=1)
+        finite_difference[:, i] = (upper - lower) / (2 * step)
+
+    np.testing.assert_allclose(numpy_jacobian(weights, "Tanh", x), finite_difference, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_score_matches_numpy_reference(activation, batch):
+    network = make_mlp(activation).double()
+    expected = numpy_naswot(numpy_jacobian(numpy_weights(network), activation, batch.numpy()))
+
+    assert naswot_score(network, batch) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_score_float32_network_is_finite(activation, batch):
+    score = naswot_score(make_mlp(activation), batch.float())
+
+    assert np.isfinite(score)
+
+
+def test_eigvalsh_matches_general_solver(batch):
+    correlation = correlation_matrix(jacobian_rows(make_mlp("Sigmoid").double(), batch))
+    general = torch.linalg.eigvals(correlation).real
+    symmetric = torch.linalg.eigvalsh(correlation)
+
+    torch.testing.assert_close(general.sort().values, symmetric, rtol=0, atol=1e-12)
+
+
+def test_score_leaves_parameters_untouched(batch):
+    network = make_mlp("ReLU").double()
+    before = {name: value.clone() for name, value in network.state_dict().items()}
+
+    naswot_score(network, batch)
+
+    for name, value in network.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert all(parameter.grad is None for parameter in network.parameters())
+
+
+def test_score_works_under_no_grad(batch):
+    network = make_mlp("Tanh").double()
+    expected = naswot_score(network, batch)
+
+    with torch.no_grad():
+        assert naswot_score(network, batch) == expected
+
+
+def test_constant_jacobian_row_raises():
+    jacobian = torch.randn(6, 10, dtype=torch.float64)
+    jacobian[3] = 0.5
+
+    with pytest.raises(NaswotScoreError, match=r"rows \[3\] are constant"):
+        surrogate_from_jacobian(jacobian)
+
+
+def test_dead_relu_network_raises(batch):
+    network = make_mlp("ReLU").double()
+    with torch.no_grad():
+        network[0].bias.fill_(-1e3)  # every hidden unit inactive, so the Jacobian is zero
+
+    with pytest.raises(NaswotScoreError, match="constant"):
+        naswot_score(network, batch)
+
+
+def test_non_finite_jacobian_raises():
+    jacobian = torch.randn(6, 10, dtype=torch.float64)
+    jacobian[2, 4] = float("inf")
+
+    with pytest.raises(NaswotScoreError):
+        surrogate_from_jacobian(jacobian)
+
+
+def test_batch_of_wrong_rank_raises():
+    with pytest.raises(ValueError, match="shape"):
+        naswot_score(make_mlp("ReLU"), torch.zeros(2, 3, 20))
+
+
+def test_single_point_batch_raises():
+    with pytest.raises(ValueError, match="at least 2"):
+        naswot_score(make_mlp("ReLU"), torch.zeros(1, 20))
+
+
+def test_batchnorm_in_training_mode_raises(batch):
+    network = torch.nn.Sequential(torch.nn.Linear(20, 8), torch.nn.BatchNorm1d(8), torch.nn.Tanh()).double()
+
+    with pytest.raises(ValueError, match="eval"):
+        naswot_score(network, batch)
+
+
+# --- MALA 1.4.0 reference values on Be2 -------------------------------------
+
+# Surrogate values that MALA's own NASWOT test (manual_seed 1234, layer sizes
+# [91, 100, 100, 11], batch size 40) pins for the activation triples in
+# itertools.product(["ReLU", "Sigmoid"], repeat=3) order.
+MALA_PINNED_SCORES = {
+    ("ReLU", "ReLU", "ReLU"): 10569.71875,
+    ("ReLU", "ReLU", "Sigmoid"): 10649.0361328125,
+    ("ReLU", "Sigmoid", "ReLU"): 12081.2958984375,
+    ("ReLU", "Sigmoid", "Sigmoid"): 12360.3701171875,
+    ("Sigmoid", "ReLU", "ReLU"): 33523.9375,
+    ("Sigmoid", "ReLU", "Sigmoid"): 47565.8203125,
+    ("Sigmoid", "Sigmoid", "ReLU"): 149152.921875,
+    ("Sigmoid", "Sigmoid", "Sigmoid"): 150312.671875,
+}
+# MALA's test accepts 1 % because the pinned values come from a float32
+# eigensolver, whose rounding moves near-zero eigenvalues.
+MALA_RELATIVE_TOLERANCE = 1e-2
+MALA_SEED = 1234
+MALA_LAYER_SIZES = (91, 100, 100, 11)
+MALA_BATCH_SIZE = 40
+GRID_INDEX_COLUMNS = 3
+
+
+@pytest.fixture(scope="module")
+def be2_training_inputs(be2_dir):
+    path = be2_dir / "Be_snapshot0.in.npy"
+    descriptors = np.load(path)[..., GRID_INDEX_COLUMNS:]
+    inputs = torch.from_numpy(descriptors.reshape(-1, descriptors.shape[-1]).astype(np.float32))
+    # Feature-wise standard scaling fitted on this snapshot, in float32 with the
+    # unbiased standard deviation, as MALA's "feature-wise-standard" does.
+    return (inputs - inputs.mean(dim=0, keepdim=True)) / inputs.std(dim=0, keepdim=True)
+
+
+def mala_candidate(activations, inputs):
+    """Build a candidate and its batch the way MALA 1.4.0 does for one trial.
+
+    MALA seeds the global torch RNG when it builds each network, creates the
+    Linear layers in input-to-output order with torch's default init, and
+    then draws the first mini-batch of a shuffled DataLoader from the same RNG.
+    """
+    torch.manual_seed(MALA_SEED)
+    layers = []
+    for i, activation in enumerate(activations):
+        layers.append(torch.nn.Linear(MALA_LAYER_SIZES[i], MALA_LAYER_SIZES[i + 1]))
+        layers.append(ACTIVATIONS[activation]())
+    network = torch.nn.Sequential(*layers)
+
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(inputs), batch_size=MALA_BATCH_SIZE, shuffle=True
+    )
+    (batch,) = next(iter(loader))
+    return network, batch
+
+
+@pytest.fixture(scope="module")
+def be2_scores(be2_training_inputs):
+    scores = {}
+    for activations in itertools.product(["ReLU", "Sigmoid"], repeat=3):
+        network, batch = mala_candidate(activations, be2_training_inputs)
+        scores[activations] = naswot_score(network, batch)
+    return scores
+
+
+@pytest.mark.parametrize("activations", list(MALA_PINNED_SCORES), ids=lambda a: "".join(n[0] for n in a))
+def test_be2_score_matches_mala(activations, be2_scores):
+    assert be2_scores[activations] == pytest.approx(
+        MALA_PINNED_SCORES[activations], rel=MALA_RELATIVE_TOLERANCE
+    )
+
+
+def test_be2_ranking_matches_mala(be2_scores):
+    expected_order = sorted(MALA_PINNED_SCORES, key=MALA_PINNED_SCORES.get)
+
+    assert sorted(be2_scores, key=be2_scores.get) == expected_order
+
+
+def test_be2_all_sigmoid_scores_largest(be2_scores):
+    assert max(be2_scores, key=be2_scores.get) == ("Sigmoid", "Sigmoid", "Sigmoid")
