@@ -16,7 +16,7 @@ import torch
 
 from malahydra.errors import CheckpointError
 from malahydra.training import checkpoint
-from malahydra.training.run import train
+from malahydra.training.run import build_trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,6 +143,76 @@ def test_killed_run_resumes_from_checkpoint(be2_dir, tmp_path):
     one_go = _train_command(tmp_path / "one_go", "training.max_epochs=30", "training.physics_every_epoch=false", data_dir=be2_dir)
     subprocess.run(one_go, check=True, capture_output=True, timeout=300)
     _assert_same_weights(tmp_path / "killed", tmp_path / "one_go")
+
+
+class Preempted(Exception):
+    pass
+
+
+def test_signal_mid_epoch_resumes_exactly(make_config, tmp_path):
+    cfg = make_config("training.max_epochs=3", "training.physics_every_epoch=false")
+    trainer = build_trainer(cfg, tmp_path / "preempted")
+    plain_step = trainer.step
+    calls = 0
+
+    def step_then_signal(inputs, targets):
+        nonlocal calls
+        plain_step(inputs, targets)
+        calls += 1
+        if calls == 300:  # 81 steps in the second epoch
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    def raise_preempted(signum, frame):
+        raise Preempted
+
+    trainer.step = step_then_signal
+    previous = signal.signal(signal.SIGUSR1, raise_preempted)
+    try:
+        with pytest.raises(Preempted):
+            trainer.fit()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+    state = torch.load(tmp_path / "preempted" / "checkpoints" / "latest.pt", weights_only=False)
+    assert state["epoch"] == 1
+    assert state["epoch_progress"]["next_start"] == 81 * 40
+
+    resumed = build_trainer(cfg, tmp_path / "preempted")
+    assert resumed.resume()
+    resumed.fit()
+    one_go = build_trainer(cfg, tmp_path / "one_go")
+    one_go.fit()
+    _assert_same_weights(tmp_path / "preempted", tmp_path / "one_go")
+
+
+def test_sigterm_ends_command_with_checkpoint(be2_dir, tmp_path):
+    signum = signal.SIGTERM
+    # 100 epochs, so that the signal arrives long before the run ends.
+    overrides = ["training.max_epochs=100", "training.physics_every_epoch=false", "training.checkpoint_every=1000"]
+    command = _train_command(tmp_path / "signalled", *overrides, data_dir=be2_dir)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log_file = tmp_path / "signalled" / "train.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if log_file.exists() and "Epoch 2/100" in log_file.read_text():
+            break
+        time.sleep(0.02)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == -signum, stderr
+
+    # checkpoint_every=1000 writes no epoch checkpoint, so this one comes from the signal.
+    state = torch.load(tmp_path / "signalled" / "checkpoints" / "latest.pt", weights_only=False)
+    assert 2 <= state["epoch"] < 100
+    assert "checkpoint written, passing the signal on" in log_file.read_text()
+
+    epochs = f"training.max_epochs={state['epoch'] + 2}"
+    resumed = subprocess.run(_train_command(tmp_path / "signalled", epochs, *overrides[1:], data_dir=be2_dir),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    one_go = _train_command(tmp_path / "one_go", epochs, *overrides[1:], data_dir=be2_dir)
+    subprocess.run(one_go, check=True, capture_output=True, timeout=300)
+    _assert_same_weights(tmp_path / "signalled", tmp_path / "one_go")
 
 
 def test_command_prints_metrics(be2_dir, tmp_path):

@@ -71,6 +71,24 @@ def scaled_mse(network: torch.nn.Module, inputs: torch.Tensor, targets: torch.Te
     return squared_error / targets.numel()
 
 
+def build_trainer(cfg: DictConfig, output_dir: Path, epoch_callback: EpochCallback | None = None) -> Trainer:
+    """Seed, load the data and build the network and trainer of the run in `output_dir`."""
+    settings = TrainingSettings.from_config(cfg.training)
+    seed_everything(settings.seed)
+    split = load_split(cfg.data)
+    network = network_from_config(cfg.model, split.input_width, split.output_width)
+    architecture = describe(network)
+    log.info("Network %s, %s", architecture, OmegaConf.to_container(cfg.training))
+    return Trainer(
+        network=network,
+        split=split,
+        settings=settings,
+        checkpoint_dir=Path(output_dir) / checkpoint.CHECKPOINT_DIR,
+        architecture=architecture,
+        epoch_callback=epoch_callback,
+    )
+
+
 def train(cfg: DictConfig, output_dir: Path, epoch_callback: EpochCallback | None = None) -> dict[str, Any]:
     """Train (or resume) the run in `output_dir` and return the metrics written to metrics.json."""
     output_dir = Path(output_dir)
@@ -80,22 +98,10 @@ def train(cfg: DictConfig, output_dir: Path, epoch_callback: EpochCallback | Non
         log.info("Run in %s already finished; objective %.6g (not retrained)", output_dir, finished["objective"])
         return finished
 
-    seed_everything(settings.seed)
-    split = load_split(cfg.data)
-    network = network_from_config(cfg.model, split.input_width, split.output_width)
-    architecture = describe(network)
-    log.info("Network %s, %s", architecture, OmegaConf.to_container(cfg.training))
-
-    trainer = Trainer(
-        network=network,
-        split=split,
-        settings=settings,
-        checkpoint_dir=output_dir / checkpoint.CHECKPOINT_DIR,
-        architecture=architecture,
-        epoch_callback=epoch_callback,
-    )
+    trainer = build_trainer(cfg, output_dir, epoch_callback)
     trainer.resume()
     result = trainer.fit()
+    settings, split, network, architecture = trainer.settings, trainer.split, trainer.network, trainer.architecture
 
     best_state = torch.load(output_dir / checkpoint.CHECKPOINT_DIR / checkpoint.BEST, map_location="cpu", weights_only=False) if result.best_epoch else None
     if best_state is not None:

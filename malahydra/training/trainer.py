@@ -16,6 +16,7 @@ from malahydra.data.dataset import DataSplit, lazy_batches
 from malahydra.errors import CheckpointError, ConfigurationError
 from malahydra.training import checkpoint
 from malahydra.training.metrics import METRIC_KEYS, PhysicsReference, validation_metrics
+from malahydra.training.preemption import DeferredSignals
 from malahydra.training.step import make_optimizer, make_training_step
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,9 @@ class Trainer:
         self.epochs_without_improvement = 0
         self.history: list[dict[str, float]] = []
         self.stopped_early = False
+        # The shuffled point order of an epoch cut short by a signal, and where to go on.
+        self.epoch_progress: dict[str, Any] | None = None
+        self.signals: DeferredSignals | None = None
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -163,6 +167,7 @@ class Trainer:
             "epochs_without_improvement": self.epochs_without_improvement,
             "history": self.history,
             "stopped_early": self.stopped_early,
+            "epoch_progress": self.epoch_progress,
             "input_scaler": self.split.input_scaler.state_dict(),
             "output_scaler": self.split.output_scaler.state_dict(),
         }
@@ -200,30 +205,43 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         checkpoint.restore_rng_states(state["rng"], self.shuffle_generator)
         # A run resumed with a larger max_epochs continues unless it had stopped early.
-        for key in ("epoch", "best_value", "best_epoch", "best_metrics", "epochs_without_improvement", "history", "stopped_early"):
+        for key in ("epoch", "best_value", "best_epoch", "best_metrics", "epochs_without_improvement", "history", "stopped_early", "epoch_progress"):
             setattr(self, key, state[key])
-        log.info("Resumed from %s at epoch %d", self.checkpoint_dir / checkpoint.LATEST, self.epoch)
+        within = f", step {self.epoch_progress['next_start']} points into epoch {self.epoch + 1}" if self.epoch_progress else ""
+        log.info("Resumed from %s at epoch %d%s", self.checkpoint_dir / checkpoint.LATEST, self.epoch, within)
         return True
 
     # -- training ------------------------------------------------------------------------
 
     def train_one_epoch(self) -> None:
+        """Run the mini-batch steps of one epoch, or of the rest of an interrupted one."""
         self.network.train()
-        batch_size = self.settings.mini_batch_size
-        if self.split.lazy:
+        if self.epoch_progress is None:
             points = sum(s.points for s in self.split.training)
-            order = self._order(points)
-            for inputs, targets in lazy_batches(self.split, order, batch_size):
-                self.step(inputs.to(self.device), targets.to(self.device))
-            return
+            self.epoch_progress = {"order": self._order(points), "next_start": 0}
+        order = self.epoch_progress["order"]
+        first = self.epoch_progress["next_start"]
+        batch_size = self.settings.mini_batch_size
 
-        inputs, targets = self.split.tensors["training"]
-        # One gather per epoch; the mini-batches are then contiguous slices.
-        order = self._order(inputs.shape[0])
-        inputs = inputs[order].to(self.device)
-        targets = targets[order].to(self.device)
-        for start in range(0, inputs.shape[0], batch_size):
-            self.step(inputs[start : start + batch_size], targets[start : start + batch_size])
+        if self.split.lazy:
+            batches = lazy_batches(self.split, order[first:], batch_size)
+        else:
+            inputs, targets = self.split.tensors["training"]
+            # One gather per epoch; the mini-batches are then contiguous slices.
+            inputs = inputs[order[first:]].to(self.device)
+            targets = targets[order[first:]].to(self.device)
+            batches = (
+                (inputs[start : start + batch_size], targets[start : start + batch_size])
+                for start in range(0, inputs.shape[0], batch_size)
+            )
+
+        for index, (batch_inputs, batch_targets) in enumerate(batches):
+            self.step(batch_inputs.to(self.device), batch_targets.to(self.device))
+            if self.signals is not None and self.signals.requested:
+                self.epoch_progress["next_start"] = first + (index + 1) * batch_size
+                self.save_latest()
+                self.signals.deliver()
+        self.epoch_progress = None
 
     def _order(self, points: int) -> torch.Tensor:
         if self.settings.shuffle:
@@ -241,6 +259,19 @@ class Trainer:
     def fit(self) -> TrainingResult:
         settings = self.settings
         metric_key = METRIC_KEYS[settings.metric]
+        with DeferredSignals() as self.signals:
+            self._fit_epochs(metric_key)
+        self.signals = None
+        return TrainingResult(
+            best_metrics=self.best_metrics,
+            best_epoch=self.best_epoch,
+            epochs_completed=self.epoch,
+            history=self.history,
+            stopped_early=self.stopped_early,
+        )
+
+    def _fit_epochs(self, metric_key: str) -> None:
+        settings = self.settings
         while not self.stopped_early and self.epoch < settings.max_epochs:
             started = time.perf_counter()
             self.train_one_epoch()
@@ -275,11 +306,7 @@ class Trainer:
                 log.info("Early stopping after epoch %d: no improvement for %d epochs", self.epoch, patience)
             if self.epoch_callback is not None:
                 self.epoch_callback(self.epoch, metrics)
-
-        return TrainingResult(
-            best_metrics=self.best_metrics,
-            best_epoch=self.best_epoch,
-            epochs_completed=self.epoch,
-            history=self.history,
-            stopped_early=self.stopped_early,
-        )
+            # A signal that came during validation or saving is handled here.
+            if self.signals is not None and self.signals.requested:
+                self.save_latest()
+                self.signals.deliver()
