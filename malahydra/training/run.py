@@ -71,7 +71,9 @@ def scaled_mse(network: torch.nn.Module, inputs: torch.Tensor, targets: torch.Te
     return squared_error / targets.numel()
 
 
-def build_trainer(cfg: DictConfig, output_dir: Path, epoch_callback: EpochCallback | None = None) -> Trainer:
+def build_trainer(
+    cfg: DictConfig, output_dir: Path, epoch_callback: EpochCallback | None = None, job_index: int | None = None
+) -> Trainer:
     """Seed, load the data and build the network and trainer of the run in `output_dir`."""
     settings = TrainingSettings.from_config(cfg.training)
     seed_everything(settings.seed)
@@ -86,10 +88,13 @@ def build_trainer(cfg: DictConfig, output_dir: Path, epoch_callback: EpochCallba
         checkpoint_dir=Path(output_dir) / checkpoint.CHECKPOINT_DIR,
         architecture=architecture,
         epoch_callback=epoch_callback,
+        job_index=job_index,
     )
 
 
-def train(cfg: DictConfig, output_dir: Path, epoch_callback: EpochCallback | None = None) -> dict[str, Any]:
+def train(
+    cfg: DictConfig, output_dir: Path, epoch_callback: EpochCallback | None = None, job_index: int | None = None
+) -> dict[str, Any]:
     """Train (or resume) the run in `output_dir` and return the metrics written to metrics.json."""
     output_dir = Path(output_dir)
     settings = TrainingSettings.from_config(cfg.training)
@@ -98,7 +103,7 @@ def train(cfg: DictConfig, output_dir: Path, epoch_callback: EpochCallback | Non
         log.info("Run in %s already finished; objective %.6g (not retrained)", output_dir, finished["objective"])
         return finished
 
-    trainer = build_trainer(cfg, output_dir, epoch_callback)
+    trainer = build_trainer(cfg, output_dir, epoch_callback, job_index)
     trainer.resume()
     result = trainer.fit()
     settings, split, network, architecture = trainer.settings, trainer.split, trainer.network, trainer.architecture
@@ -160,7 +165,8 @@ def run_training(cfg: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     output_dir = Path(hydra_config.runtime.output_dir)
     try:
-        metrics = train(cfg, output_dir, epoch_callback=_epoch_callback(cfg))
+        job_index = hydra_config.job.num if hydra_config.mode == RunMode.MULTIRUN else None
+        metrics = train(cfg, output_dir, epoch_callback=_epoch_callback(cfg), job_index=job_index)
     except MalahydraError as error:
         if hydra_config.mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

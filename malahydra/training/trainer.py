@@ -15,6 +15,7 @@ import torch
 from malahydra.data.dataset import DataSplit, lazy_batches
 from malahydra.errors import CheckpointError, ConfigurationError
 from malahydra.training import checkpoint
+from malahydra.training.devices import select_device
 from malahydra.training.metrics import METRIC_KEYS, PhysicsReference, validation_metrics
 from malahydra.training.preemption import DeferredSignals
 from malahydra.training.step import make_optimizer, make_training_step
@@ -74,17 +75,7 @@ class TrainingSettings:
                 f"Unknown training.lr_scheduler '{self.lr_scheduler}': use null or ReduceLROnPlateau."
             )
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ConfigurationError(f"Invalid training.device '{self.device}': use auto, cpu or cuda.")
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigurationError(
-            f"training.device={name} but torch sees no CUDA device: use training.device=cpu or auto."
-        )
-    return torch.device(name)
+            raise ConfigurationError(f"Invalid training.device '{self.device}': use auto, cpu, cuda or cuda:N.")
 
 
 @dataclass
@@ -102,6 +93,7 @@ class Trainer:
     The best epoch is the one with the lowest validation `settings.metric`; its model is
     kept in checkpoints/best.pt and its metrics are the result. `architecture` is any
     JSON-like description of the network that a resumed checkpoint must match.
+    `job_index` (the Hydra job number in a multirun) chooses among several visible GPUs.
     """
 
     def __init__(
@@ -112,8 +104,9 @@ class Trainer:
         checkpoint_dir: Path,
         architecture: Any,
         epoch_callback: EpochCallback | None = None,
+        job_index: int | None = None,
     ):
-        self.device = select_device(settings.device)
+        self.device = select_device(settings.device, job_index=job_index)
         self.network = network.to(self.device)
         self.split = split
         self.settings = settings
