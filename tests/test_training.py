@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from malahydra.errors import CheckpointError
+from malahydra.errors import CheckpointError, ConfigurationError
 from malahydra.training import checkpoint
 from malahydra.training.run import build_trainer, train
 
@@ -241,3 +241,17 @@ def test_command_bad_input_one_line(be2_dir, tmp_path, overrides, message):
     assert result.returncode == 1
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_num_threads_applied(make_config, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        build_trainer(make_config("training.num_threads=1"), tmp_path)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_invalid_num_threads_rejected(make_config, tmp_path):
+    with pytest.raises(ConfigurationError, match="Invalid training.num_threads 0"):
+        build_trainer(make_config("training.num_threads=0"), tmp_path)

@@ -8,8 +8,7 @@ sum_i D_i * w_i with weights that depend only on the grid, the chemical potentia
 
 The weights follow from the antiderivatives of x^n f(x), n = 0, 1, 2, in the reduced
 energy x = (E - mu) / kT, which are closed forms in the polylogarithms Li_1, Li_2, Li_3
-of -exp(-|x|). Everything is vectorised over the grid, so one evaluation costs a few
-array operations whatever the grid size.
+of -exp(-|x|). Everything is vectorised over the grid: no Python loop runs per energy.
 """
 
 from __future__ import annotations
@@ -35,7 +34,9 @@ _ETA_FROM_3 = np.array(
     + [_eta_at_non_positive(m) for m in range(_ETA_SERIES_TERMS - 3)]
 )
 _INVERSE_FACTORIALS = np.array([1.0 / math.factorial(n) for n in range(_ETA_SERIES_TERMS)])
-_DIRECT_SERIES_K = np.arange(1, 61, dtype=np.float64)
+_ETA_COEFFICIENTS = _ETA_FROM_3 * _INVERSE_FACTORIALS
+# Li_3(-t) = -t * sum_k (-t)^(k-1) / k^3, k = 1 .. 60.
+_DIRECT_COEFFICIENTS = 1.0 / np.arange(1, 61, dtype=np.float64) ** 3
 # Below this t the direct series sum_k (-t)^k / k^3 reaches double precision in 60 terms.
 _DIRECT_SERIES_LIMIT = math.exp(-1.0)
 
@@ -51,13 +52,17 @@ def polylog3_of_negative(t: np.ndarray) -> np.ndarray:
     result = np.empty_like(t)
 
     direct = t <= _DIRECT_SERIES_LIMIT
-    powers = np.power.outer(-t[direct], _DIRECT_SERIES_K)
-    result[direct] = powers @ (1.0 / _DIRECT_SERIES_K**3)
-
-    mu = np.log(t[~direct])
-    mu_powers = np.power.outer(mu, np.arange(_ETA_SERIES_TERMS, dtype=np.float64))
-    result[~direct] = -(mu_powers @ (_ETA_FROM_3 * _INVERSE_FACTORIALS))
+    result[direct] = _horner(-t[direct], _DIRECT_COEFFICIENTS) * -t[direct]
+    result[~direct] = -_horner(np.log(t[~direct]), _ETA_COEFFICIENTS)
     return result
+
+
+def _horner(x: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """Evaluate sum_n coefficients[n] * x^n."""
+    total = np.full_like(x, coefficients[-1])
+    for coefficient in coefficients[-2::-1]:
+        total = total * x + coefficient
+    return total
 
 
 def fermi_moment_antiderivatives(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -90,8 +90,9 @@ def band_energy_from_dos(
 ) -> BandEnergyResult:
     """Compute the band energy at the DOS's own self-consistent Fermi energy."""
     fermi_energy = self_consistent_fermi_energy(dos, grid, electrons, temperature)
+    w_count, w_energy = fermi_weights(grid.energies, fermi_energy, kB * temperature)
     return BandEnergyResult(
         fermi_energy=fermi_energy,
-        band_energy=band_energy(dos, grid, fermi_energy, temperature),
-        number_of_electrons=number_of_electrons(dos, grid, fermi_energy, temperature),
+        band_energy=float(w_energy @ dos),
+        number_of_electrons=float(w_count @ dos),
     )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from malahydra.data.dataset import DataSplit, Snapshot
+from malahydra.data.dataset import CHUNK_POINTS, DataSplit, Snapshot
 from malahydra.physics.observables import (
     BandEnergyResult,
     FermiEnergyNotFoundError,
@@ -27,14 +28,28 @@ METRIC_KEYS = {
 }
 
 
-@torch.no_grad()
-def predict_scaled(network: torch.nn.Module, split: DataSplit, snapshot: Snapshot, device: torch.device) -> torch.Tensor:
-    """Return the network's scaled LDOS prediction for every point of `snapshot`, on the CPU."""
-    parts = []
-    for chunk in snapshot.chunks("descriptors"):
-        inputs = torch.from_numpy(split.input_scaler.transform(chunk)).to(device)
-        parts.append(network(inputs).cpu())
-    return torch.cat(parts)
+def _scaled_validation(split: DataSplit) -> Iterator[tuple[Iterable[torch.Tensor], torch.Tensor]]:
+    """Yield (scaled input chunks, scaled target LDOS) per validation snapshot.
+
+    Preloaded data is sliced from the tensors built once; lazy data is read and scaled
+    from the memory-mapped files chunk by chunk.
+    """
+    if not split.lazy:
+        inputs, targets = split.tensors["validation"]
+        start = 0
+        for snapshot in split.validation:
+            end = start + snapshot.points
+            yield torch.split(inputs[start:end], CHUNK_POINTS), targets[start:end]
+            start = end
+        return
+    for snapshot in split.validation:
+        input_chunks = (torch.from_numpy(split.input_scaler.transform(c)) for c in snapshot.chunks("descriptors"))
+        target = torch.cat([torch.from_numpy(split.output_scaler.transform(c)) for c in snapshot.chunks("ldos")])
+        yield input_chunks, target
+
+
+def _predict(network: torch.nn.Module, input_chunks: Iterable[torch.Tensor], device: torch.device) -> torch.Tensor:
+    return torch.cat([network(chunk.to(device)).cpu() for chunk in input_chunks])
 
 
 @dataclass
@@ -97,9 +112,8 @@ def validation_metrics(
     squared_error = 0.0
     count = 0
     band_errors, fermi_errors = [], []
-    for snapshot in split.validation:
-        predicted = predict_scaled(network, split, snapshot, device)
-        target = torch.cat([torch.from_numpy(split.output_scaler.transform(c)) for c in snapshot.chunks("ldos")])
+    for snapshot, (inputs, target) in zip(split.validation, _scaled_validation(split)):
+        predicted = _predict(network, inputs, device)
         squared_error += float(((predicted - target) ** 2).sum(dtype=torch.float64))
         count += target.numel()
         if reference is not None:

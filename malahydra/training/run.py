@@ -76,6 +76,8 @@ def build_trainer(
 ) -> Trainer:
     """Seed, load the data and build the network and trainer of the run in `output_dir`."""
     settings = TrainingSettings.from_config(cfg.training)
+    if settings.num_threads is not None:
+        torch.set_num_threads(settings.num_threads)
     seed_everything(settings.seed)
     split = load_split(cfg.data)
     network = network_from_config(cfg.model, split.input_width, split.output_width)

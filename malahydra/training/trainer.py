@@ -40,6 +40,7 @@ class TrainingSettings:
     lr_scheduler_patience: int = 10
     seed: int = 1234
     device: str = "auto"
+    num_threads: int | None = None
     metric: str = "ldos"
     physics_every_epoch: bool = True
     checkpoint_every: int = 1
@@ -61,6 +62,10 @@ class TrainingSettings:
         if self.metric not in METRIC_KEYS:
             raise ConfigurationError(
                 f"Unknown training.metric '{self.metric}': use one of {', '.join(METRIC_KEYS)}."
+            )
+        if self.num_threads is not None and not (isinstance(self.num_threads, int) and self.num_threads >= 1):
+            raise ConfigurationError(
+                f"Invalid training.num_threads {self.num_threads!r}: use a positive integer, or null for torch's default."
             )
         for name in ("mini_batch_size", "max_epochs", "checkpoint_every"):
             value = getattr(self, name)
