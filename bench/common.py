@@ -37,12 +37,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "Be2"
 
-# Hydra finds the malahydra sweeper plugin by walking the hydra_plugins namespace package.
-# With an editable install (pip install -e) it only finds the repository's hydra_plugins/
-# folder when the repository root is on sys.path, which `python bench/NAME.py` does not do.
-if str(REPO) not in sys.path:
-    sys.path.insert(1, str(REPO))
-
 log = logging.getLogger(__name__)
 
 RunFunction = Callable[[bool], list[dict[str, Any]]]
