@@ -92,3 +92,26 @@ def test_unsupported_activation_uses_autograd():
     network = FeedForwardNetwork(4, 2, hidden_widths=[8], activations=["GELU"])
     step = make_training_step(network, torch.optim.Adam(network.parameters()))
     assert isinstance(step, AutogradStep)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_direct_fused_adam_equals_optimizer_step(weight_decay):
+    torch.manual_seed(0)
+    network = FeedForwardNetwork(12, 5, hidden_widths=[16], activations=["ReLU"])
+    twin = copy.deepcopy(network)
+    direct = ExplicitMLPStep(explicit_layers(network), torch.optim.Adam(network.parameters(), lr=1e-2, weight_decay=weight_decay, fused=True))
+    reference_optimizer = torch.optim.Adam(twin.parameters(), lr=1e-2, weight_decay=weight_decay, fused=True)
+    reference = AutogradStep(twin, reference_optimizer)
+    generator = torch.Generator().manual_seed(3)
+    for index in range(20):
+        if index == 10:  # as ReduceLROnPlateau does
+            direct.optimizer.param_groups[0]["lr"] = reference_optimizer.param_groups[0]["lr"] = 1e-3
+        inputs = torch.randn(40, 12, generator=generator)
+        targets = torch.rand(40, 5, generator=generator)
+        direct(inputs, targets)
+        reference(inputs, targets)
+    assert direct.adam.enabled
+    assert direct.adam.tensors is not None
+    for mine, theirs in zip(network.parameters(), twin.parameters()):
+        assert torch.equal(mine, theirs)
+    assert direct.optimizer.state_dict()["state"][0]["step"].item() == 20
