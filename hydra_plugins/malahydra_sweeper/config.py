@@ -1,0 +1,70 @@
+"""Structured config of the malahydra sweeper, `hydra/sweeper=malahydra`.
+
+Hydra imports every module under `hydra_plugins` when it scans for plugins, so this
+module and `malahydra_sweeper.py` import nothing heavier than Hydra itself; Optuna is
+imported only when a sweep starts.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class StorageConf:
+    # sqlite, journal, memory, or url (a database URL read from the environment variable
+    # `url_env`, so that no password is written into the config or the sweep directory).
+    driver: str = "sqlite"
+    # File of the sqlite database or the journal; relative paths are taken from the
+    # directory the driver was started in.
+    path: Optional[str] = "${hydra.sweep.dir}/optuna.db"
+    url_env: Optional[str] = None
+
+
+@dataclass
+class MalahydraSweeperConf:
+    _target_: str = "hydra_plugins.malahydra_sweeper.malahydra_sweeper.MalahydraSweeper"
+
+    # tpe, random or grid; `sampler_options` go to the Optuna sampler's constructor.
+    sampler: str = "tpe"
+    sampler_options: Dict[str, Any] = field(default_factory=dict)
+    # none, median or hyperband; `pruner_options` go to the Optuna pruner's constructor.
+    pruner: str = "none"
+    pruner_options: Dict[str, Any] = field(default_factory=dict)
+
+    direction: str = "minimize"
+    # Validation metric the jobs optimize (ldos, band_energy or fermi_energy), passed to
+    # each job as `<metric_key>=<metric>`; null keeps the job's own setting.
+    metric: Optional[str] = None
+    metric_key: str = "training.metric"
+
+    study_name: str = "malahydra"
+    # Budget: the number of COMPLETE trials the study should hold, counted in the storage
+    # over all drivers, so a re-run of the same command continues up to the same budget.
+    # null means the grid size for the grid sampler and is an error otherwise.
+    n_trials: Optional[int] = 20
+    # Trials launched together in one batch (the launcher may run them in parallel).
+    n_jobs: int = 1
+    seed: Optional[int] = None
+
+    # Trainings per trial with distinct seeds, combined by mean, mean_std (mean plus the
+    # standard deviation) or median. The seeds go to each job as `<seed_key>=<seed>`.
+    number_training_per_trial: int = 1
+    trial_ensemble_evaluation: str = "mean"
+    seed_key: Optional[str] = "training.seed"
+
+    # The sweep stops once the number of FAIL trials exceeds this fraction of n_trials.
+    max_failure_rate: float = 0.5
+    # Treat every RUNNING trial of the study as left behind by a killed driver and run it
+    # again. Without this, only RUNNING trials of dead driver processes on this host are.
+    reclaim_running_trials: bool = False
+
+    storage: StorageConf = field(default_factory=StorageConf)
+    # Search space: config key -> sweep expression (choice, range, interval, tag(log, ...)).
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="malahydra", node=MalahydraSweeperConf, provider="malahydra"
+)

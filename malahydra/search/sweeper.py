@@ -1,0 +1,282 @@
+"""Search core behind `hydra/sweeper=malahydra`: an Optuna study driven batch by batch.
+
+    python train.py -m hyper_opt_method=tpe hydra.sweeper.n_trials=6
+
+Each round asks the study for new trials (or takes enqueued fixed configurations),
+launches one job per trial and repeat through Hydra's launcher, tells the study the
+outcome and rewrites the result files. The budget counts COMPLETE trials in the storage,
+so running the same command again continues the study and stops at the same budget.
+A RUNNING trial whose driver died is run again with the same parameters in the same
+directory, where the training resumes from its checkpoint.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from . import results
+from .errors import SearchConfigError, SweepStopped
+from .methods import derived_seed, make_pruner, make_sampler
+from .space import (
+    SearchParameter,
+    SearchSpaceError,
+    build_search_space,
+    grid_search_space,
+    missing_keys,
+    parse_overrides,
+)
+from .storage import describe_storage, load_or_create_study, storage_reference
+from .trial_context import RESULT_FILE, ResultRecordingTask, read_result_record
+from .trials import (
+    AGGREGATIONS,
+    JobOutcome,
+    TrialOutcome,
+    driver_identity,
+    driver_is_alive,
+    failure_limit_exceeded,
+    job_outcome_from_record,
+    job_outcome_from_return,
+    job_overrides,
+    trial_outcome,
+    trial_subdir,
+    trials_to_launch,
+)
+
+log = logging.getLogger(__name__)
+
+METRICS = ("ldos", "band_energy", "fermi_energy")
+_STATE_OF_OUTCOME = {"complete": TrialState.COMPLETE, "fail": TrialState.FAIL, "pruned": TrialState.PRUNED}
+
+
+@dataclass
+class PendingTrial:
+    """A trial about to run: its number, parameters and the overrides of each repeat's job."""
+
+    number: int
+    params: dict
+    jobs: list[list[str]] = field(default_factory=list)
+    seeds: list[int | None] = field(default_factory=list)
+    started: float = 0.0
+
+
+class SearchSweeper:
+    """Implementation of the malahydra sweeper; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.settings: dict = {}
+        self.driver = driver_identity()
+        self.job_index = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        self.settings = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=ResultRecordingTask(task_function), config=config
+        )
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+
+    def sweep(self, arguments: list[str]) -> dict:
+        self._prepare(arguments)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+
+        batch = self._reclaim_orphans() or self._ask_batch()
+        while batch:
+            self._run_batch(batch)
+            self._check_failures(self._write_results())
+            batch = self._ask_batch()
+        summary = self._write_results()
+        log.info("Study %r finished: %d COMPLETE, %d FAIL, %d PRUNED; best value %s (trial %s).",
+                 self.study_name, summary["n_complete"], summary["n_failed"], summary["n_pruned"],
+                 summary["best_value"], summary["best_trial_number"])
+        return summary
+
+    # -- preparation -----------------------------------------------------------------
+
+    def _prepare(self, arguments: Sequence[str]) -> None:
+        s = self.settings
+        validate_settings(s)
+        sweeps, fixed = parse_overrides(s.get("params") or {}, arguments)
+        self.space = build_search_space(sweeps)
+        self.fixed = [override.input_line for override in fixed]
+        absent = missing_keys(self.config, self.space)
+        if absent:
+            raise SearchSpaceError(
+                f"Search-space key(s) {', '.join(absent)} not found in the config; check the spelling, "
+                "give the list a base value long enough for the index, or prefix the key with + to add it."
+            )
+        if not self.space:
+            log.warning("The search space is empty: every trial trains the same configuration with its own "
+                        "seed. Set hydra.sweeper.params, pass key=choice(...) or choose sweeps=mala_standard.")
+        self.budget = effective_budget(s["n_trials"], s["sampler"], self.space)
+        self.study_name = s["study_name"]
+        self.storage_ref = storage_reference(s["storage"], self.study_name)
+        self.study = load_or_create_study(
+            self.storage_ref, self.study_name, s["direction"],
+            self._sampler_for(0), make_pruner(s["pruner"], s.get("pruner_options") or {}),
+        )
+        log.info("Study %r in %s: budget %d COMPLETE trials, sampler %s, pruner %s, space %s.",
+                 self.study_name, describe_storage(self.storage_ref), self.budget, s["sampler"],
+                 s["pruner"], {p.name: str(p.distribution) for p in self.space})
+
+    def _sampler_for(self, number: int) -> optuna.samplers.BaseSampler:
+        # The sampler is seeded per trial number, so a resumed search draws the same
+        # parameters as an uninterrupted one. One seed per process would restart the
+        # random stream on every resume.
+        seed = self.settings["seed"]
+        trial_seed = None if seed is None else derived_seed(seed, number)
+        return make_sampler(self.settings["sampler"], self.settings.get("sampler_options") or {}, trial_seed, self.space)
+
+    # -- one round -------------------------------------------------------------------
+
+    def _reclaim_orphans(self) -> list[PendingTrial]:
+        reclaim_all = bool(self.settings.get("reclaim_running_trials"))
+        pending = []
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not reclaim_all and driver_is_alive(trial.user_attrs.get("driver")):
+                continue
+            if set(trial.params) != {p.name for p in self.space}:
+                self.study.tell(trial.number, state=TrialState.FAIL)
+                log.warning("Trial %d was left RUNNING with another search space; marked FAIL.", trial.number)
+                continue
+            log.info("Trial %d was left RUNNING by a stopped driver; running it again in its directory.", trial.number)
+            pending.append(self._pending(trial.number, dict(trial.params)))
+        return pending
+
+    def _ask_batch(self) -> list[PendingTrial]:
+        counts = self._counts()
+        size = trials_to_launch(self.budget, counts[TrialState.COMPLETE], counts[TrialState.RUNNING],
+                                int(self.settings["n_jobs"]))
+        batch = []
+        distributions = {p.name: p.distribution for p in self.space}
+        for _ in range(size):
+            self.study.sampler = self._sampler_for(len(self.study.get_trials(deepcopy=False)))
+            trial = self.study.ask(distributions)
+            batch.append(self._pending(trial.number, dict(trial.params)))
+        return batch
+
+    def _pending(self, number: int, params: dict) -> PendingTrial:
+        s = self.settings
+        repeats = int(s["number_training_per_trial"])
+        report = s["pruner"] != "none"
+        pending = PendingTrial(number, params, started=time.perf_counter())
+        for repeat in range(repeats):
+            seed = None if s.get("seed_key") is None else derived_seed(s["seed"] or 0, number, repeat)
+            pending.seeds.append(seed)
+            pending.jobs.append(job_overrides(
+                params=params, space=self.space, fixed=self.fixed, number=number, repeat=repeat,
+                repeats=repeats, seed=seed, settings=s, storage_reference=self.storage_ref,
+                report=report and repeat == 0,
+            ))
+        running = self._running_trial(number)
+        running.set_user_attr("driver", self.driver)
+        running.set_user_attr("trial_dir", str(number))
+        running.set_user_attr("seeds", pending.seeds)
+        running.set_user_attr("overrides", [o for o in pending.jobs[0] if not o.startswith(("+trial.", "hydra."))])
+        log.info("Trial %d started: %s", number, ", ".join(f"{k}={v!r}" for k, v in params.items()))
+        return pending
+
+    def _running_trial(self, number: int) -> optuna.Trial:
+        # Optuna has no public lookup of a trial by number; orphans come back by number.
+        trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        return optuna.Trial(self.study, trial_id)
+
+    def _run_batch(self, batch: list[PendingTrial]) -> None:
+        jobs = [job for trial in batch for job in trial.jobs]
+        job_dirs = [self.sweep_dir / trial_subdir(t.number, r, len(t.jobs)) for t in batch for r in range(len(t.jobs))]
+        for job_dir in job_dirs:
+            (job_dir / RESULT_FILE).unlink(missing_ok=True)
+        outcomes = self._launch(jobs, job_dirs)
+        self.job_index += len(jobs)
+
+        position = 0
+        for trial in batch:
+            outcome = trial_outcome(outcomes[position : position + len(trial.jobs)],
+                                    self.settings["trial_ensemble_evaluation"])
+            position += len(trial.jobs)
+            self._tell(trial, outcome)
+
+    def _launch(self, jobs: list[list[str]], job_dirs: list[Path]) -> list[JobOutcome]:
+        # The launcher composes each job's config, so a composition error surfaces here too;
+        # composing every batch twice (Hydra's validate_batch_is_legal) costs about 0.2 s per job.
+        try:
+            returns = self.launcher.launch(jobs, initial_job_idx=self.job_index)
+        except Exception as error:  # noqa: BLE001 -- a launcher error must not lose the study
+            reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            log.error("Launching %d job(s) failed (%s); reading the results they left.", len(jobs), reason)
+            return [job_outcome_from_record(read_result_record(d), launcher_error=reason) for d in job_dirs]
+        return [job_outcome_from_return(r.status.name, r._return_value) for r in returns]
+
+    def _tell(self, trial: PendingTrial, outcome: TrialOutcome) -> None:
+        running = self._running_trial(trial.number)
+        running.set_user_attr("repeat_values", list(outcome.repeat_values))
+        duration = time.perf_counter() - trial.started
+        running.set_user_attr("duration_s", round(duration, 3))
+        if outcome.reason:
+            running.set_user_attr(f"{outcome.state}_reason", outcome.reason)
+
+        state = _STATE_OF_OUTCOME[outcome.state]
+        self.study.tell(trial.number, outcome.value if state == TrialState.COMPLETE else None, state=state)
+        if state == TrialState.COMPLETE:
+            log.info("Trial %d COMPLETE: value %.6g (%.1f s)", trial.number, outcome.value, duration)
+        else:
+            log.warning("Trial %d %s: %s (%.1f s)", trial.number, state.name, outcome.reason, duration)
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def _counts(self) -> dict:
+        trials = self.study.get_trials(deepcopy=False)
+        return {state: sum(t.state == state for t in trials) for state in TrialState}
+
+    def _write_results(self) -> dict:
+        trials = self.study.get_trials(deepcopy=False)
+        summary = results.summarize(trials, direction=self.settings["direction"], study_name=self.study_name,
+                                    sweep_dir=self.sweep_dir, storage=describe_storage(self.storage_ref))
+        results.write_results(summary, trials, self.sweep_dir)
+        return summary
+
+    def _check_failures(self, summary: dict) -> None:
+        rate = float(self.settings["max_failure_rate"])
+        if failure_limit_exceeded(summary["n_failed"], self.budget, rate):
+            raise SweepStopped(
+                f"Stopped study {self.study_name!r}: {summary['n_failed']} FAIL trials exceed "
+                f"max_failure_rate={rate} of n_trials={self.budget}; see the fail_reason column of "
+                f"{self.sweep_dir / results.TRIALS_FILE}, fix the cause and run the same command to continue."
+            )
+
+
+def validate_settings(settings: dict) -> None:
+    """Reject settings that no search can run with, naming the key and the fix."""
+    checks = [
+        (settings["direction"] in ("minimize", "maximize"), "direction", "minimize or maximize"),
+        (settings.get("metric") in (None, *METRICS), "metric", f"null or one of {', '.join(METRICS)}"),
+        (int(settings["n_jobs"]) >= 1, "n_jobs", "an integer >= 1"),
+        (int(settings["number_training_per_trial"]) >= 1, "number_training_per_trial", "an integer >= 1"),
+        (settings["trial_ensemble_evaluation"] in AGGREGATIONS, "trial_ensemble_evaluation", ", ".join(AGGREGATIONS)),
+        (float(settings["max_failure_rate"]) >= 0, "max_failure_rate", "a number >= 0"),
+        (settings["n_trials"] is None or int(settings["n_trials"]) >= 1, "n_trials", "an integer >= 1"),
+    ]
+    for ok, key, expected in checks:
+        if not ok:
+            raise SearchConfigError(f"Invalid hydra.sweeper.{key}={settings.get(key)!r}; expected {expected}.")
+
+
+def effective_budget(n_trials: int | None, sampler: str, space: Sequence[SearchParameter]) -> int:
+    """COMPLETE trials to reach: n_trials, capped at the grid size for the grid sampler."""
+    if sampler != "grid":
+        if n_trials is None:
+            raise SearchConfigError(f"hydra.sweeper.n_trials is null; the {sampler} sampler needs a number of trials.")
+        return int(n_trials)
+    size = 1
+    for values in grid_search_space(space).values():
+        size *= len(values)
+    return size if n_trials is None else min(int(n_trials), size)
