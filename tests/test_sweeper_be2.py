@@ -26,8 +26,9 @@ def epoch_counts(job_dir: Path, epochs: int) -> list[int]:
 def test_be2_killed_driver_resumes(tmp_path, be2_dir, storage):
     sweep_dir, study = tmp_path / "sweep", f"be2_{secrets.token_hex(4)}"
     options = be2_options(be2_dir, f"storage={storage}", f"hydra.sweeper.study_name={study}",
-                          "hydra.sweeper.n_trials=6", "training.max_epochs=3", "hydra.sweeper.metric=band_energy")
-    # Kill while trial 4 trains: trials 0-3 are done and trial 4 has a checkpoint.
+                          "hydra.sweeper.n_trials=6", "training.max_epochs=5", "hydra.sweeper.metric=band_energy")
+    # Kill while trial 4 trains: trials 0-3 are done and trial 4 has a checkpoint. Four more
+    # epochs after the first checkpoint leave the test time to kill it even on a busy machine.
     trial_4_started = lambda: (sweep_dir / "4" / "checkpoints" / "latest.pt").exists()  # noqa: E731
     assert run_sweep_until(TRAIN_SCRIPT, sweep_dir, trial_4_started, *options) == -9
     finished_before = {n: (sweep_dir / str(n) / "metrics.json").read_bytes() for n in range(4)}
@@ -39,7 +40,7 @@ def test_be2_killed_driver_resumes(tmp_path, be2_dir, storage):
     assert states(trials)["COMPLETE"] == 6
     assert set(states(trials)) <= {"COMPLETE", "FAIL"}
     for trial in trials:
-        assert epoch_counts(sweep_dir / str(trial.number), 3) == [1, 1, 1], trial.number
+        assert epoch_counts(sweep_dir / str(trial.number), 5) == [1, 1, 1, 1, 1], trial.number
         metrics = json.loads((sweep_dir / str(trial.number) / "metrics.json").read_text())
         assert metrics["metric"] == "band_energy"
         if trial.state.name == "FAIL":
@@ -54,7 +55,8 @@ def test_be2_killed_driver_resumes(tmp_path, be2_dir, storage):
 
 
 def test_be2_seeded_resume_same_best(tmp_path, be2_dir):
-    options = be2_options(be2_dir, "hydra.sweeper.n_trials=9", "training.max_epochs=2",
+    # Five epochs, so that the driver is killed while trial 5 still trains.
+    options = be2_options(be2_dir, "hydra.sweeper.n_trials=9", "training.max_epochs=5",
                           "hydra.sweeper.sampler_options.n_startup_trials=4")
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run_sweep(TRAIN_SCRIPT, straight, *options)
