@@ -225,12 +225,14 @@ class Trainer:
             batches = lazy_batches(self.split, order[first:], batch_size)
         else:
             inputs, targets = self.split.tensors["training"]
-            # One gather per epoch; the mini-batches are then contiguous slices.
-            inputs = inputs[order[first:]].to(self.device)
-            targets = targets[order[first:]].to(self.device)
+            # One gather per epoch; the mini-batches are then contiguous slices. A resumed
+            # epoch gathers the whole order again, so that every batch keeps its memory
+            # alignment, which the matrix kernels' rounding depends on.
+            inputs = inputs[order].to(self.device)
+            targets = targets[order].to(self.device)
             batches = (
                 (inputs[start : start + batch_size], targets[start : start + batch_size])
-                for start in range(0, inputs.shape[0], batch_size)
+                for start in range(first, inputs.shape[0], batch_size)
             )
 
         for index, (batch_inputs, batch_targets) in enumerate(batches):
