@@ -3,6 +3,7 @@
 import math
 import os
 import subprocess
+import time
 import sys
 
 import optuna
@@ -111,6 +112,19 @@ def test_dead_driver_detected():
     assert driver_is_alive(driver_identity())
     assert driver_is_alive("elsewhere:1:1")
     assert not driver_is_alive(None)
+
+
+def test_zombie_driver_counts_as_dead():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        # Not reaped yet: the exited child stays a zombie until wait() below.
+        while time.monotonic() < deadline and open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.01)
+        host = driver_identity().split(":")[0]
+        assert not driver_is_alive(f"{host}:{child.pid}:?")
+    finally:
+        child.wait()
 
 
 def test_unknown_sampler_and_pruner():

@@ -152,6 +152,15 @@ def _process_start(pid: int) -> str:
         return "?"
 
 
+def _is_zombie(pid: int) -> bool:
+    """Return whether the process has exited but is not reaped yet (state Z in /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def driver_is_alive(identity: str | None, host: str | None = None, process_start: Callable[[int], str] = _process_start) -> bool:
     """Return whether a driver identity names a running process; drivers on other hosts count as alive."""
     if not identity:
@@ -168,4 +177,7 @@ def driver_is_alive(identity: str | None, host: str | None = None, process_start
         return False
     except PermissionError:
         return True
+    # A killed driver whose parent has not reaped it yet still accepts signal 0.
+    if _is_zombie(int(pid)):
+        return False
     return started == "?" or process_start(int(pid)) == started
