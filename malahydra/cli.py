@@ -1,6 +1,7 @@
 """The `malahydra` command line: tools around training runs and searches.
 
     malahydra observables Be_snapshot0.out.npy Be_snapshot1.out.npy [--json]
+    malahydra study status --url-env MALAHYDRA_POSTGRESQL_URL --study malahydra
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from omegaconf import OmegaConf
 from malahydra.data.snapshots import calculation_data_path, load_calculation_data, open_array
 from malahydra.errors import MalahydraError
 from malahydra.physics.observables import EnergyGrid, band_energy_from_dos, dos_from_ldos
+from malahydra.search.errors import SearchConfigError
 
 LDOS_SUFFIX = ".out.npy"
 
@@ -84,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     observables.add_argument("--json", action="store_true", help="print JSON instead of a table")
     observables.set_defaults(handler=run_observables)
+
+    from malahydra.search.study_admin import add_study_commands
+
+    add_study_commands(commands)
     return parser
 
 
@@ -92,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except MalahydraError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 1
+    except SearchConfigError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1
 

@@ -23,10 +23,28 @@ class StorageConf:
 
 
 @dataclass
+class NaswotConf:
+    # largest (MALA's choice) or smallest: which NASWOT score is best. It sets the study
+    # direction; hydra.sweeper.direction stays the direction of the train_top_k trainings.
+    select: str = "largest"
+    # Candidates scored by one job, so that job start-up (imports, data loading) is shared.
+    candidates_per_job: int = 128
+    # Train this many of the best-scoring candidates afterwards (0: none).
+    train_top_k: int = 0
+
+
+@dataclass
+class OatConf:
+    # Train the predicted optimum of the main-effect analysis once after all rows.
+    confirm: bool = True
+
+
+@dataclass
 class MalahydraSweeperConf:
     _target_: str = "hydra_plugins.malahydra_sweeper.malahydra_sweeper.MalahydraSweeper"
 
     # tpe, random or grid; `sampler_options` go to the Optuna sampler's constructor.
+    # naswot and oat select the methods of fixed configurations with the settings below.
     sampler: str = "tpe"
     sampler_options: Dict[str, Any] = field(default_factory=dict)
     # none, median or hyperband; `pruner_options` go to the Optuna pruner's constructor.
@@ -60,7 +78,21 @@ class MalahydraSweeperConf:
     # again. Without this, only RUNNING trials of dead driver processes on this host are.
     reclaim_running_trials: bool = False
 
+    # Liveness of trials when several drivers share the study (docs/distributed.md). The
+    # driver records a heartbeat of each running trial every heartbeat_interval seconds. A
+    # RUNNING trial without one for grace_period seconds, whose driver is not a live process
+    # on this host, is marked FAIL and run again with the same parameters in the same
+    # directory, at most max_retries times per configuration.
+    heartbeat_interval: float = 30.0
+    grace_period: float = 120.0
+    max_retries: int = 3
+    # Seconds each driver waits per rank (OMPI_COMM_WORLD_RANK, PMI_RANK, SLURM_PROCID or
+    # RANK) before opening the study, to spread the start of many drivers.
+    wait_time: float = 0.0
+
     storage: StorageConf = field(default_factory=StorageConf)
+    naswot: NaswotConf = field(default_factory=NaswotConf)
+    oat: OatConf = field(default_factory=OatConf)
     # Search space: config key -> sweep expression (choice, range, interval, tag(log, ...)).
     params: Dict[str, Any] = field(default_factory=dict)
 

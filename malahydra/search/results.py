@@ -12,7 +12,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 from optuna.trial import FrozenTrial, TrialState
@@ -55,13 +55,22 @@ def trial_dir(trial: FrozenTrial, sweep_dir: Path) -> str | None:
     return None if subdir is None else str(Path(sweep_dir).resolve() / subdir)
 
 
-def trial_rows(trials: Sequence[FrozenTrial], sweep_dir: Path) -> tuple[list[str], list[dict]]:
-    """Columns and rows of `trials.csv`, named as in Optuna's `trials_dataframe()`."""
+def trial_rows(
+    trials: Sequence[FrozenTrial], sweep_dir: Path, extra_columns: Mapping[int, Mapping[str, Any]] | None = None
+) -> tuple[list[str], list[dict]]:
+    """Columns and rows of `trials.csv`, named as in Optuna's `trials_dataframe()`.
+
+    `extra_columns` maps a trial number to method-specific values (e.g. a NASWOT
+    candidate's trained objective). New keys become columns after `trial_dir`; a key
+    that is already a column replaces that trial's value (NASWOT's `trial_dir`).
+    """
+    extra_columns = extra_columns or {}
     param_keys = sorted({k for t in trials for k in t.params})
     attr_keys = sorted({k for t in trials for k in t.user_attrs})
     columns = ["number", "value", "datetime_start", "datetime_complete", "duration"]
     columns += [f"params_{k}" for k in param_keys] + [f"user_attrs_{k}" for k in attr_keys]
     columns += ["state", "trial_dir"]
+    columns += sorted({k for values in extra_columns.values() for k in values} - set(columns))
 
     rows = []
     for trial in sorted(trials, key=lambda t: t.number):
@@ -80,16 +89,22 @@ def trial_rows(trials: Sequence[FrozenTrial], sweep_dir: Path) -> tuple[list[str
         row.update({f"params_{k}": v for k, v in trial.params.items()})
         for key, value in trial.user_attrs.items():
             row[f"user_attrs_{key}"] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+        row.update(extra_columns.get(trial.number, {}))
         rows.append(row)
     return columns, rows
 
 
-def write_results(summary: dict, trials: Sequence[FrozenTrial], sweep_dir: Path) -> None:
+def write_results(
+    summary: dict,
+    trials: Sequence[FrozenTrial],
+    sweep_dir: Path,
+    extra_columns: Mapping[int, Mapping[str, Any]] | None = None,
+) -> None:
     """Write both result files atomically, so a killed driver leaves the previous ones intact."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     _replace(sweep_dir / RESULTS_FILE, yaml.safe_dump(_plain(summary), sort_keys=False))
 
-    columns, rows = trial_rows(trials, sweep_dir)
+    columns, rows = trial_rows(trials, sweep_dir, extra_columns)
     temporary = sweep_dir / f".{TRIALS_FILE}.tmp"
     with temporary.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)

@@ -11,8 +11,10 @@ their config: `sqlite:<absolute path>`, `journal:<absolute path>`, `env:<VARIABL
 
 import logging
 import os
+import random
+import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import optuna
 from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
@@ -31,6 +33,10 @@ _MEMORY_STORAGES: dict[str, InMemoryStorage] = {}
 
 class StorageConfigError(SearchConfigError):
     """A storage setting that names no usable storage."""
+
+
+class StorageConnectionError(SearchConfigError):
+    """The database of a storage cannot be reached or rejects the login."""
 
 
 def storage_reference(settings: Mapping[str, Any], study_name: str) -> str:
@@ -56,25 +62,164 @@ def storage_reference(settings: Mapping[str, Any], study_name: str) -> str:
 
 
 def open_storage(reference: str) -> BaseStorage:
-    """Open the storage a reference names, creating files and tables as needed."""
+    """Open the storage a reference names, creating files and tables as needed.
+
+    Database storages retry transient errors (see `retry_transient`) on every call.
+    """
     kind, _, value = reference.partition(":")
     if kind == "sqlite":
         Path(value).parent.mkdir(parents=True, exist_ok=True)
-        return RDBStorage(f"sqlite:///{value}", engine_kwargs={"connect_args": {"timeout": 60}})
+        return _open_database(f"sqlite:///{value}", {"connect_args": {"timeout": 60}}, f"SQLite file {value}")
     if kind == "journal":
         Path(value).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(value))
     if kind == "env":
-        url = os.environ.get(value)
-        if not url:
-            raise StorageConfigError(
-                f"Environment variable {value} is not set; export it with the database URL, "
-                f"e.g. {value}=postgresql://user:password@host/database."
-            )
-        return RDBStorage(url, heartbeat_interval=None)
+        # pool_pre_ping replaces connections that the server closed while a long trial ran.
+        return _open_database(database_url(value), {"pool_pre_ping": True}, describe_storage(reference))
     if kind == "memory":
         return _MEMORY_STORAGES.setdefault(value, InMemoryStorage())
     raise StorageConfigError(f"Invalid storage reference {reference!r}.")
+
+
+def database_url(variable: str) -> str:
+    """Return the database URL in the environment variable `variable`."""
+    url = os.environ.get(variable)
+    if not url:
+        raise StorageConfigError(
+            f"Environment variable {variable} is not set; export it with the database URL, "
+            f"e.g. {variable}=postgresql://user:password@host/database."
+        )
+    return url
+
+
+def _open_database(url: str, engine_kwargs: dict, description: str) -> BaseStorage:
+    from optuna.storages import _CachedStorage
+
+    def connect() -> RDBStorage:
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=None)
+
+    try:
+        storage = retry_transient(connect, f"opening {description}")
+    except Exception as error:  # noqa: BLE001 -- any failure here is reported as one line
+        if not _is_database_error(error):
+            raise
+        raise connection_error(error, url, description) from None
+    return RetryingStorage(_CachedStorage(storage))
+
+
+def connection_error(error: BaseException, url: str, description: str) -> StorageConnectionError:
+    """Build the one-line error of a database that cannot be opened, without the URL's password."""
+    return StorageConnectionError(
+        f"Cannot open the study database {description}: {_database_message(error, url)}. "
+        "Check that the server runs, and the host, port, user, password and database name in the URL."
+    )
+
+
+# -- transient database errors ---------------------------------------------------------
+
+# Lower-case fragments of DBAPI messages after which the same call may succeed: lost
+# connections, deadlocks, lock and serialization timeouts, SQLite's busy file.
+TRANSIENT_MESSAGES = (
+    "database is locked",
+    "deadlock",
+    "lock wait timeout",
+    "could not serialize",
+    "lost connection",
+    "server has gone away",
+    "server closed the connection",
+    "connection reset",
+    "connection already closed",
+    "terminating connection",
+    "could not receive data",
+    "broken pipe",
+    "ssl syscall error",
+)
+RETRY_ATTEMPTS = 8
+RETRY_FIRST_PAUSE_S = 0.05
+RETRY_LONGEST_PAUSE_S = 5.0
+
+T = TypeVar("T")
+
+
+def _error_chain(error: BaseException):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        orig = getattr(error, "orig", None)
+        if isinstance(orig, BaseException):
+            yield orig
+        error = error.__cause__ or error.__context__
+
+
+def _is_database_error(error: BaseException) -> bool:
+    import sqlalchemy.exc
+
+    return any(isinstance(e, (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError))
+               for e in _error_chain(error))
+
+
+def is_transient(error: BaseException) -> bool:
+    """Return whether a storage error is one after which a retry may succeed."""
+    return any(fragment in str(e).lower() for e in _error_chain(error) for fragment in TRANSIENT_MESSAGES)
+
+
+def _database_message(error: BaseException, url: str) -> str:
+    """Return the driver's first message line of `error` with the URL's password removed."""
+    from sqlalchemy.engine import make_url
+
+    chain = list(_error_chain(error))
+    innermost = next((e for e in chain if type(e).__module__.split(".")[0] not in ("sqlalchemy", "optuna")), chain[-1])
+    text = (str(innermost).strip().splitlines() or [type(innermost).__name__])[0]
+    password = make_url(url).password
+    return text.replace(password, "***") if password else text
+
+
+def retry_transient(call: Callable[[], T], what: str) -> T:
+    """Call `call`, retrying transient database errors with jittered exponential backoff.
+
+    Each retry is logged. After RETRY_ATTEMPTS attempts the last error is raised.
+    NOTE: a call whose commit reached the server before the connection broke runs twice;
+    for Optuna's storage calls that at worst leaves a trial RUNNING without a driver, which
+    the heartbeat repair then requeues.
+    """
+    pause = RETRY_FIRST_PAUSE_S
+    for attempt in range(1, RETRY_ATTEMPTS + 1):
+        try:
+            return call()
+        except Exception as error:  # noqa: BLE001 -- filtered by is_transient
+            if attempt == RETRY_ATTEMPTS or not is_transient(error):
+                raise
+            message = next((str(e).strip().splitlines()[0] for e in _error_chain(error) if str(e).strip()), "")
+            log.warning("Transient storage error while %s (attempt %d of %d, retrying in %.2f s): %s",
+                        what, attempt, RETRY_ATTEMPTS, pause, message[:200])
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(RETRY_LONGEST_PAUSE_S, pause * 2)
+    raise AssertionError("unreachable")
+
+
+class RetryingStorage(BaseStorage):
+    """Optuna storage that forwards every call to another one and retries transient errors."""
+
+    def __init__(self, inner: BaseStorage) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _forwarding(name: str) -> Callable:
+    def method(self: RetryingStorage, *args: Any, **kwargs: Any) -> Any:
+        target = getattr(self._inner, name)
+        return retry_transient(lambda: target(*args, **kwargs), f"calling {name}")
+
+    method.__name__ = name
+    return method
+
+
+for _name in [n for n in dir(BaseStorage) if not n.startswith("_") and callable(getattr(BaseStorage, n))]:
+    setattr(RetryingStorage, _name, _forwarding(_name))
+RetryingStorage.__abstractmethods__ = frozenset()
 
 
 def reaches_storage(reference: str) -> bool:
@@ -99,15 +244,20 @@ def describe_storage(reference: str) -> str:
 def load_or_create_study(
     reference: str, study_name: str, direction: str, sampler: Any, pruner: Any
 ) -> optuna.study.Study:
-    """Load the named study, or create it; its direction must match the configured one."""
-    study = optuna.create_study(
-        storage=open_storage(reference),
-        study_name=study_name,
-        direction=direction,
-        sampler=sampler,
-        pruner=pruner,
-        load_if_exists=True,
-    )
+    """Load the named study, or create it; its direction must match the configured one.
+
+    Creating the tables of a fresh database and the study is done under the storage's
+    "schema" lock (see `claims.StudyLock`), so many drivers may start at the same moment.
+    """
+    from .claims import StudyLock, register_study_lock
+
+    def create() -> optuna.study.Study:
+        return optuna.create_study(storage=open_storage(reference), study_name=study_name, direction=direction,
+                                   sampler=sampler, pruner=pruner, load_if_exists=True)
+
+    with StudyLock(reference, "schema"):
+        study = retry_transient(create, f"loading study {study_name!r}")
+    register_study_lock(study, StudyLock(reference, study_name))
     if study.direction.name.lower() != direction:
         raise StorageConfigError(
             f"Study {study_name!r} in the storage optimizes {study.direction.name.lower()}, "

@@ -23,7 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from . import results
+from .claims import first_job_index, stagger_start, study_lock
 from .errors import SearchConfigError, SweepStopped
+from .fixed_configs import method_for
 from .methods import derived_seed, make_pruner, make_sampler
 from .space import (
     SearchParameter,
@@ -33,7 +35,9 @@ from .space import (
     missing_keys,
     parse_overrides,
 )
+from .heartbeat import Heartbeat, last_heartbeat
 from .storage import describe_storage, load_or_create_study, storage_reference
+from .study_admin import LivenessSettings, repair_stale_trials, retarget_trial_number
 from .trial_context import RESULT_FILE, ResultRecordingTask, read_result_record
 from .trials import (
     AGGREGATIONS,
@@ -65,6 +69,9 @@ class PendingTrial:
     jobs: list[list[str]] = field(default_factory=list)
     seeds: list[int | None] = field(default_factory=list)
     started: float = 0.0
+    # Trial number whose directory and seeds the trial uses: its own, or for a retry the
+    # original trial's, so that the retry resumes from the original's checkpoint.
+    home: int = -1
 
 
 class SearchSweeper:
@@ -74,6 +81,9 @@ class SearchSweeper:
         self.settings: dict = {}
         self.driver = driver_identity()
         self.job_index = 0
+        self.batches = 0
+        self.started_at = time.time()
+        self.method = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context = hydra_context
@@ -89,11 +99,22 @@ class SearchSweeper:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
 
-        batch = self._reclaim_orphans() or self._ask_batch()
-        while batch:
-            self._run_batch(batch)
-            self._check_failures(self._write_results())
-            batch = self._ask_batch()
+        if self.method is not None:
+            self.method.enqueue(self)
+        batch = self._next_batch()
+        while True:
+            while batch:
+                with self._heartbeat(batch):
+                    if self.method is not None and self.method.runs_own_jobs:
+                        self.method.run_batch(self, batch)
+                    else:
+                        self._run_batch(batch)
+                self._check_failures(self._write_results())
+                batch = self._next_batch()
+            # A fixed-configuration method may enqueue a follow-up (OAT's confirmation trial).
+            if self.method is None or not self.method.finish(self):
+                break
+            batch = self._next_batch()
         summary = self._write_results()
         log.info("Study %r finished: %d COMPLETE, %d FAIL, %d PRUNED; best value %s (trial %s).",
                  self.study_name, summary["n_complete"], summary["n_failed"], summary["n_pruned"],
@@ -105,8 +126,12 @@ class SearchSweeper:
     def _prepare(self, arguments: Sequence[str]) -> None:
         s = self.settings
         validate_settings(s)
+        # NASWOT and OAT evaluate fixed configurations (see fixed_configs.py); None for samplers.
+        self.method = method_for(s)
         sweeps, fixed = parse_overrides(s.get("params") or {}, arguments)
         self.space = build_search_space(sweeps)
+        if self.method is not None:
+            self.space = self.method.prepare(self.space)
         self.fixed = [override.input_line for override in fixed]
         absent = missing_keys(self.config, self.space)
         if absent:
@@ -117,13 +142,19 @@ class SearchSweeper:
         if not self.space:
             log.warning("The search space is empty: every trial trains the same configuration with its own "
                         "seed. Set hydra.sweeper.params, pass key=choice(...) or choose sweeps=mala_standard.")
-        self.budget = effective_budget(s["n_trials"], s["sampler"], self.space)
+        if self.method is not None:
+            self.budget = self.method.budget
+        else:
+            self.budget = effective_budget(s["n_trials"], s["sampler"], self.space)
         self.study_name = s["study_name"]
         self.storage_ref = storage_reference(s["storage"], self.study_name)
+        self.liveness = LivenessSettings.from_settings(s)
+        stagger_start(self.liveness.wait_time)
         self.study = load_or_create_study(
             self.storage_ref, self.study_name, s["direction"],
             self._sampler_for(0), make_pruner(s["pruner"], s.get("pruner_options") or {}),
         )
+        self.lock = study_lock(self.study)
         log.info("Study %r in %s: budget %d COMPLETE trials, sampler %s, pruner %s, space %s.",
                  self.study_name, describe_storage(self.storage_ref), self.budget, s["sampler"],
                  s["pruner"], {p.name: str(p.distribution) for p in self.space})
@@ -134,21 +165,67 @@ class SearchSweeper:
         # random stream on every resume.
         seed = self.settings["seed"]
         trial_seed = None if seed is None else derived_seed(seed, number)
+        if self.method is not None:
+            # Fixed-configuration methods only pop enqueued trials, so the sampler never samples.
+            return optuna.samplers.RandomSampler(seed=trial_seed)
         return make_sampler(self.settings["sampler"], self.settings.get("sampler_options") or {}, trial_seed, self.space)
 
     # -- one round -------------------------------------------------------------------
+
+    def _next_batch(self) -> list[PendingTrial]:
+        """Repair stale trials, reclaim orphans or ask for new trials, all under the study lock.
+
+        With nothing to run while trials of other drivers still run below the budget, wait
+        for them: one may lose its driver and need a retry.
+        """
+        while True:
+            with self.lock:
+                # Trials of dead drivers on this host first: they rerun in place, without a FAIL trial.
+                batch = self._reclaim_orphans()
+                repair_stale_trials(self.study, self.lock, self.liveness.grace_period, self.liveness.max_retries)
+                batch = batch or self._ask_batch()
+            if batch or not self._others_running():
+                return batch
+            time.sleep(min(5.0, self.liveness.heartbeat_interval))
+
+    def _others_running(self) -> bool:
+        counts = self._counts()
+        return counts[TrialState.RUNNING] > 0 and counts[TrialState.COMPLETE] < self.budget
+
+    def _heartbeat(self, batch: list[PendingTrial]) -> Heartbeat:
+        trial_ids = [self._running_trial(trial.number)._trial_id for trial in batch]
+        return Heartbeat(self.study._storage, trial_ids, self.liveness.heartbeat_interval)
+
+    def _is_orphan(self, trial: optuna.trial.FrozenTrial, reclaim_all: bool) -> bool:
+        owner = trial.user_attrs.get("driver")
+        if owner == self.driver:
+            return False
+        if reclaim_all:
+            # Only trials that no driver has touched since this one started: drivers started
+            # together with reclaim_running_trials=true must not take each other's trials.
+            beat = last_heartbeat(trial)
+            return beat is None or beat < self.started_at
+        return not driver_is_alive(owner)
 
     def _reclaim_orphans(self) -> list[PendingTrial]:
         reclaim_all = bool(self.settings.get("reclaim_running_trials"))
         pending = []
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if not reclaim_all and driver_is_alive(trial.user_attrs.get("driver")):
+            if not self._is_orphan(trial, reclaim_all):
                 continue
             if set(trial.params) != {p.name for p in self.space}:
                 self.study.tell(trial.number, state=TrialState.FAIL)
                 log.warning("Trial %d was left RUNNING with another search space; marked FAIL.", trial.number)
                 continue
+            retries = int(trial.user_attrs.get("retries", 0))
+            if retries >= self.liveness.max_retries:
+                reason = f"driver stopped {retries + 1} times; not retried, max_retries={self.liveness.max_retries} reached"
+                self._running_trial(trial.number).set_user_attr("fail_reason", reason)
+                self.study.tell(trial.number, state=TrialState.FAIL)
+                log.warning("Trial %d FAIL for good: %s.", trial.number, reason)
+                continue
             log.info("Trial %d was left RUNNING by a stopped driver; running it again in its directory.", trial.number)
+            self._running_trial(trial.number).set_user_attr("retries", retries + 1)
             pending.append(self._pending(trial.number, dict(trial.params)))
         return pending
 
@@ -156,10 +233,15 @@ class SearchSweeper:
         counts = self._counts()
         size = trials_to_launch(self.budget, counts[TrialState.COMPLETE], counts[TrialState.RUNNING],
                                 int(self.settings["n_jobs"]))
+        if self.method is not None:
+            size = self.method.batch_size(self.study, int(self.settings["n_jobs"]))
         batch = []
         distributions = {p.name: p.distribution for p in self.space}
         for _ in range(size):
-            self.study.sampler = self._sampler_for(len(self.study.get_trials(deepcopy=False)))
+            # Fixed-configuration methods only pop enqueued trials, and counting the trials
+            # reads all of them, which made a 512-candidate NASWOT sweep quadratic in time.
+            if self.method is None:
+                self.study.sampler = self._sampler_for(len(self.study.get_trials(deepcopy=False)))
             trial = self.study.ask(distributions)
             batch.append(self._pending(trial.number, dict(trial.params)))
         return batch
@@ -168,18 +250,19 @@ class SearchSweeper:
         s = self.settings
         repeats = int(s["number_training_per_trial"])
         report = s["pruner"] != "none"
-        pending = PendingTrial(number, params, started=time.perf_counter())
+        running = self._running_trial(number)
+        home = int(running.user_attrs.get("trial_dir", number))
+        pending = PendingTrial(number, params, started=time.perf_counter(), home=home)
         for repeat in range(repeats):
-            seed = None if s.get("seed_key") is None else derived_seed(s["seed"] or 0, number, repeat)
+            seed = None if s.get("seed_key") is None else derived_seed(s["seed"] or 0, home, repeat)
             pending.seeds.append(seed)
-            pending.jobs.append(job_overrides(
-                params=params, space=self.space, fixed=self.fixed, number=number, repeat=repeat,
+            pending.jobs.append(retarget_trial_number(job_overrides(
+                params=params, space=self.space, fixed=self.fixed, number=home, repeat=repeat,
                 repeats=repeats, seed=seed, settings=s, storage_reference=self.storage_ref,
                 report=report and repeat == 0,
-            ))
-        running = self._running_trial(number)
+            ), number))
         running.set_user_attr("driver", self.driver)
-        running.set_user_attr("trial_dir", str(number))
+        running.set_user_attr("trial_dir", str(home))
         running.set_user_attr("seeds", pending.seeds)
         running.set_user_attr("overrides", [o for o in pending.jobs[0] if not o.startswith(("+trial.", "hydra."))])
         log.info("Trial %d started: %s", number, ", ".join(f"{k}={v!r}" for k, v in params.items()))
@@ -192,11 +275,13 @@ class SearchSweeper:
 
     def _run_batch(self, batch: list[PendingTrial]) -> None:
         jobs = [job for trial in batch for job in trial.jobs]
-        job_dirs = [self.sweep_dir / trial_subdir(t.number, r, len(t.jobs)) for t in batch for r in range(len(t.jobs))]
+        job_dirs = [self.sweep_dir / trial_subdir(t.home, r, len(t.jobs)) for t in batch for r in range(len(t.jobs))]
         for job_dir in job_dirs:
             (job_dir / RESULT_FILE).unlink(missing_ok=True)
+        # Job numbers choose GPUs; ranks on one node number their jobs apart (see first_job_index).
+        self.job_index = first_job_index(self.batches, int(self.settings["n_jobs"]) * len(batch[0].jobs))
         outcomes = self._launch(jobs, job_dirs)
-        self.job_index += len(jobs)
+        self.batches += 1
 
         position = 0
         for trial in batch:
@@ -218,6 +303,10 @@ class SearchSweeper:
 
     def _tell(self, trial: PendingTrial, outcome: TrialOutcome) -> None:
         running = self._running_trial(trial.number)
+        if self.study._storage.get_trial(running._trial_id).state != TrialState.RUNNING:
+            log.warning("Trial %d was finished by another process while it ran here (its heartbeat was lost); "
+                        "this driver's outcome %s is dropped.", trial.number, outcome.state)
+            return
         running.set_user_attr("repeat_values", list(outcome.repeat_values))
         duration = time.perf_counter() - trial.started
         running.set_user_attr("duration_s", round(duration, 3))
@@ -241,7 +330,9 @@ class SearchSweeper:
         trials = self.study.get_trials(deepcopy=False)
         summary = results.summarize(trials, direction=self.settings["direction"], study_name=self.study_name,
                                     sweep_dir=self.sweep_dir, storage=describe_storage(self.storage_ref))
-        results.write_results(summary, trials, self.sweep_dir)
+        extra_summary, extra_columns = ({}, {}) if self.method is None else self.method.results(self, trials)
+        summary.update(extra_summary)
+        results.write_results(summary, trials, self.sweep_dir, extra_columns=extra_columns)
         return summary
 
     def _check_failures(self, summary: dict) -> None:

@@ -164,6 +164,12 @@ def run_training(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    trial_cfg = cfg.get("trial")
+    if trial_cfg and trial_cfg.get("mode") == "naswot":
+        from malahydra.search.naswot_job import run_naswot_job
+
+        return run_naswot_job(cfg)
+
     hydra_config = HydraConfig.get()
     output_dir = Path(hydra_config.runtime.output_dir)
     try:
