@@ -102,6 +102,10 @@ def test_cancelled_trial_fails_alone(tmp_path: Path, be2_dir: Path) -> None:
     reason = trials[0].user_attrs["fail_reason"]
     assert f"SLURM job {cancelled['job_id']} ended CANCELLED" in reason
     assert cancelled["stderr"] in reason
+    assert trials[0].user_attrs["cluster_job_id"] == cancelled["job_id"]
+    assert trials[0].user_attrs["cluster_log"] == cancelled["stderr"]
+    for trial in trials[1:]:
+        assert trial.user_attrs["cluster_log"].endswith("_log.err"), trial.number
     info = json.loads((sweep_dir / "0" / JOB_INFO_FILE).read_text())
     assert info["state"] == "CANCELLED"
     assert info["job_id"] == cancelled["job_id"]

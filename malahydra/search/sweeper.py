@@ -22,6 +22,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from malahydra.cluster import read_job_info
+
 from . import results
 from .claims import first_job_index, stagger_start, study_lock
 from .errors import SearchConfigError, SweepStopped
@@ -287,8 +289,19 @@ class SearchSweeper:
         for trial in batch:
             outcome = trial_outcome(outcomes[position : position + len(trial.jobs)],
                                     self.settings["trial_ensemble_evaluation"])
+            self._record_cluster_job(trial, job_dirs[position])
             position += len(trial.jobs)
             self._tell(trial, outcome)
+
+    def _record_cluster_job(self, trial: PendingTrial, job_dir: Path) -> None:
+        """Store the cluster job id and log file of a trial's first job, when it ran as one."""
+        info = read_job_info(job_dir)
+        if not info or self.study._storage.get_trial(self._running_trial(trial.number)._trial_id).state != TrialState.RUNNING:
+            return
+        running = self._running_trial(trial.number)
+        running.set_user_attr("cluster_job_id", str(info.get("job_id")))
+        if info.get("stderr"):
+            running.set_user_attr("cluster_log", str(info["stderr"]))
 
     def _launch(self, jobs: list[list[str]], job_dirs: list[Path]) -> list[JobOutcome]:
         # The launcher composes each job's config, so a composition error surfaces here too;
