@@ -7,10 +7,11 @@ process, and the script prints both wall times and their ratio (target: sweeper 
 everything a user pays for: Hydra composition per job, the SQLite study, the result
 files and the job directories.
 
-    python bench/orchestration.py --data-dir /path/to/Be2 [--trials 20]
+    MALAHYDRA_DATA_DIR=/path/to/Be2 python bench/orchestration.py [--quick] [--runs N]
+
+`--quick` runs 3 trials per side instead of 20.
 """
 
-import argparse
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # Benchmark this checkout, also when another copy of malahydra is installed.
 sys.path.insert(0, str(REPO))
+
+if __package__:
+    from . import common
+else:
+    import common
+
+TRIALS = 20
+RATIO_TARGET = 1.15
 
 
 def run_bare_loop(data_dir: str, sweep_dir: Path, output: Path) -> None:
@@ -59,27 +68,32 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "Be2"),
-                        help="folder with the Be2 snapshots")
-    parser.add_argument("--trials", type=int, default=20, help="trials on each side")
-    parser.add_argument("--bare", nargs=2, metavar=("SWEEP_DIR", "OUTPUT"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.bare:
-        run_bare_loop(args.data_dir, Path(args.bare[0]), Path(args.bare[1]))
-        return
-
+def measure(data_dir: str, trials: int) -> tuple[float, float]:
+    """Return the wall times in seconds of the sweep and of the bare loop over its trials."""
     with tempfile.TemporaryDirectory() as scratch:
         sweep = timed([
-            sys.executable, str(REPO / "train.py"), "-m", f"data.dir={args.data_dir}", "sweeps=mala_standard",
-            "training.max_epochs=1", f"hydra.sweeper.n_trials={args.trials}", "hydra.sweeper.seed=1",
+            sys.executable, str(REPO / "train.py"), "-m", f"data.dir={data_dir}", "sweeps=mala_standard",
+            "training.max_epochs=1", f"hydra.sweeper.n_trials={trials}", "hydra.sweeper.seed=1",
             f"hydra.sweep.dir={scratch}/sweep"])
-        bare = timed([sys.executable, __file__, "--data-dir", args.data_dir, "--bare", f"{scratch}/sweep", f"{scratch}/bare"])
-    print(f"bare Optuna loop, same configurations: {bare:.1f} s for {args.trials} trials")
-    print(f"train.py -m (SQLite study):            {sweep:.1f} s")
-    print(f"ratio sweeper/bare: {sweep / bare:.3f} (target <= 1.15); "
-          f"overhead {(sweep - bare) / args.trials * 1000:.0f} ms per trial")
+        bare = timed([sys.executable, __file__, "--bare", data_dir, f"{scratch}/sweep", f"{scratch}/bare"])
+    return sweep, bare
+
+
+def run(quick: bool) -> list[dict]:
+    trials = 3 if quick else TRIALS
+    sweep, bare = measure(str(common.be2_data_dir()), trials)
+    return [common.make_row(
+        f"orchestration, {trials} one-epoch TPE trials on mala_standard: train.py -m (SQLite) vs bare Optuna loop",
+        sweep, bare, sweep / bare, f"<= {RATIO_TARGET:g}", RATIO_TARGET, "s",
+        trials=trials, overhead_ms_per_trial=(sweep - bare) / trials * 1000)]
+
+
+def main() -> None:
+    # The bare loop runs in its own process, started by measure() with --bare.
+    if len(sys.argv) == 5 and sys.argv[1] == "--bare":
+        run_bare_loop(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))
+        return
+    common.main(run, __doc__)
 
 
 if __name__ == "__main__":
