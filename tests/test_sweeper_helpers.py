@@ -3,8 +3,9 @@
 import math
 import os
 import subprocess
-import time
 import sys
+import threading
+import time
 
 import optuna
 import pytest
@@ -12,7 +13,7 @@ from optuna.trial import TrialState
 
 from malahydra.search.errors import SearchConfigError
 from malahydra.search.methods import derived_seed, make_pruner, make_sampler
-from malahydra.search.results import best_trial, summarize, trial_rows
+from malahydra.search.results import RESULTS_FILE, TRIALS_FILE, best_trial, summarize, trial_rows, write_results
 from malahydra.search.space import build_search_space, parse_overrides
 from malahydra.search.storage import describe_storage, storage_reference
 from malahydra.search.sweeper import effective_budget, validate_settings
@@ -205,3 +206,29 @@ def test_method_and_storage_compose(method, storage):
     assert storage_reference(cfg.hydra.sweeper.storage, "s").startswith(
         {"postgresql": "env:MALAHYDRA_POSTGRESQL_URL", "mysql": "env:MALAHYDRA_MYSQL_URL"}.get(storage, "")
     )
+
+
+def test_concurrent_result_writers(tmp_path):
+    # Drivers of one search rewrite the same result files; none may see another's
+    # temporary file disappear under it.
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
+    trials = study.get_trials()
+    summary = summarize(trials, direction="minimize", study_name="s", sweep_dir=tmp_path, storage="memory")
+    errors = []
+
+    def write_many():
+        try:
+            for _ in range(200):
+                write_results(summary, trials, tmp_path)
+        except OSError as error:
+            errors.append(error)
+
+    writers = [threading.Thread(target=write_many) for _ in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert errors == []
+    assert (tmp_path / TRIALS_FILE).read_text().startswith("number,")
+    assert (tmp_path / RESULTS_FILE).is_file()

@@ -8,9 +8,11 @@ dataframe itself.
 """
 
 import csv
+import io
 import json
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -105,17 +107,18 @@ def write_results(
     _replace(sweep_dir / RESULTS_FILE, yaml.safe_dump(_plain(summary), sort_keys=False))
 
     columns, rows = trial_rows(trials, sweep_dir, extra_columns)
-    temporary = sweep_dir / f".{TRIALS_FILE}.tmp"
-    with temporary.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temporary, sweep_dir / TRIALS_FILE)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    _replace(sweep_dir / TRIALS_FILE, table.getvalue())
 
 
 def _replace(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
+    # Several drivers of one search write the same files, so each writes its own temporary
+    # file; the last rename wins and every reader sees a whole file.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    temporary.write_text(text, newline="")
     os.replace(temporary, path)
 
 
