@@ -40,8 +40,8 @@ def test_be2_killed_driver_resumes(tmp_path, be2_dir, storage):
     assert states(trials)["COMPLETE"] == 6
     assert set(states(trials)) <= {"COMPLETE", "FAIL"}
     for trial in trials:
-        # The epoch in flight when the driver was killed may be trained again (it is logged
-        # before its checkpoint is written); every other epoch comes from the checkpoint.
+        # The epoch in flight when the driver was killed may be trained again, because it is
+        # logged before its checkpoint is written. Every other epoch comes from the checkpoint.
         counts = epoch_counts(sweep_dir / str(trial.number), 5)
         assert min(counts) == 1, (trial.number, counts)
         assert sum(counts) <= 6, (trial.number, counts)

@@ -26,7 +26,7 @@ GRID_INDEX_COLUMNS = 3
 
 @dataclass(frozen=True)
 class CalculationData:
-    """What the physics of one snapshot needs from its DFT calculation."""
+    """Calculation data of one snapshot that the band-energy physics needs."""
 
     temperature: float  # K
     number_of_electrons: float
@@ -35,7 +35,7 @@ class CalculationData:
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """Return the data directory as a Path, or raise a DataError that says how to set it."""
+    """Return the data directory as a Path, or raise a DataError that explains how to set it."""
     if data_dir in (None, "", "null", "None"):
         raise DataError(
             f"No data directory is set: set data.dir=/path/to/snapshots on the command line "

@@ -116,7 +116,7 @@ def write_results(
 
 def _replace(path: Path, text: str) -> None:
     # Several drivers of one search write the same files, so each writes its own temporary
-    # file; the last rename wins and every reader sees a whole file.
+    # file. The last rename wins, and a reader always finds a whole file.
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     temporary.write_text(text, newline="")
     os.replace(temporary, path)
