@@ -1,10 +1,12 @@
 """Tests of the NASWOT score against a NumPy reference and MALA's published values."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from malahydra.search.naswot_score import (
     EIGENVALUE_OFFSET,
@@ -12,7 +14,9 @@ from malahydra.search.naswot_score import (
     correlation_matrix,
     jacobian_rows,
     naswot_score,
+    shared_mlp_jacobian_rows,
     surrogate_from_jacobian,
+    surrogates_from_jacobians,
 )
 
 ACTIVATIONS = {
@@ -265,3 +269,92 @@ def test_be2_ranking_matches_mala(be2_scores):
 
 def test_be2_all_sigmoid_scores_largest(be2_scores):
     assert max(be2_scores, key=be2_scores.get) == ("Sigmoid", "Sigmoid", "Sigmoid")
+
+
+# --- candidates scored in groups against one by one -------------------------
+
+GROUPED_WIDTHS = ([1], [30, 10], [10, 0])
+GROUPED_ACTIVATIONS = ("ReLU", "Sigmoid", "Tanh")
+GROUPED_OUTPUTS = (None, "ReLU")
+
+
+def mixed_candidates():
+    """Feed-forward candidates in groups of equal widths, plus ones outside any group."""
+    candidates = []
+    for widths, activation, output in itertools.product(GROUPED_WIDTHS, GROUPED_ACTIVATIONS, GROUPED_OUTPUTS):
+        params = {"model.hidden_widths": widths, "model.activations": [activation], "model.output_activation": output}
+        candidates.append({"number": len(candidates), "params": params})
+    # Softsign is not batchable, so it takes the one-by-one path; three activations for
+    # two hidden layers is a config error of that candidate alone.
+    for activations in (["Softsign"], ["ReLU", "Tanh", "Sigmoid"]):
+        params = {"model.hidden_widths": [30, 10], "model.activations": activations, "model.output_activation": None}
+        candidates.append({"number": len(candidates), "params": params})
+    return candidates
+
+
+def test_grouped_scores_match_one_by_one(make_config):
+    from malahydra.search import naswot_job
+
+    cfg = make_config("training.seed=1234")
+    candidates = mixed_candidates()
+    sections = {name: OmegaConf.to_container(cfg[name], resolve=True) for name in naswot_job.SCORING_SECTIONS}
+    seeds = [1234, naswot_job.derived_seed(1234, 1)]
+
+    entries = naswot_job.score_candidates(cfg, candidates, repeats=2)
+
+    assert len({naswot_job.group_key(*naswot_job.candidate_sections(cfg, c["params"], sections)) for c in candidates}) == 4
+    for candidate, entry in zip(candidates, entries):
+        model, data = naswot_job.candidate_sections(cfg, candidate["params"], sections)
+        split = naswot_job.cached_split(data)
+        for repeat, seed in enumerate(seeds):
+            expected = naswot_job.score_one(model, split, 40, seed, torch.device("cpu"))
+            if isinstance(expected, Exception):
+                assert entry["values"][repeat] is None, candidate
+                assert entry["reasons"][repeat] == f"{type(expected).__name__}: {expected}"
+            else:
+                assert entry["reasons"][repeat] is None, candidate
+                assert entry["values"][repeat] == pytest.approx(expected, rel=1e-9, abs=0), candidate
+
+
+def test_grouped_scores_fail_alone(make_config):
+    from malahydra.search import naswot_job
+
+    entries = naswot_job.score_candidates(make_config("training.seed=1234"), mixed_candidates(), repeats=1)
+    by_params = {(tuple(c["params"]["model.hidden_widths"]), tuple(c["params"]["model.activations"]),
+                  c["params"]["model.output_activation"]): e for c, e in zip(mixed_candidates(), entries)}
+
+    dead = by_params[((1,), ("ReLU",), None)]
+    assert dead["values"] == [None]
+    assert "NaswotScoreError: Jacobian rows" in dead["reasons"][0]
+    assert math.isfinite(by_params[((1,), ("Sigmoid",), None)]["values"][0])
+    assert math.isfinite(by_params[((30, 10), ("Softsign",), None)]["values"][0])
+    assert "ConfigurationError" in by_params[((30, 10), ("ReLU", "Tanh", "Sigmoid"), None)]["reasons"][0]
+
+
+def test_shared_mlp_rows_equal_per_network(batch):
+    torch.manual_seed(3)
+    linears = [torch.nn.Linear(20, 16), torch.nn.Linear(16, 3)]
+    patterns = [[ACTIVATIONS[a](), ACTIVATIONS[b]()] for a, b in itertools.product(sorted(ACTIVATIONS), repeat=2)]
+    patterns.append([torch.nn.Tanh()])  # linear output layer
+    inputs = batch.float()
+
+    stacked = shared_mlp_jacobian_rows(linears, patterns, inputs)
+
+    for rows, pattern in zip(stacked, patterns):
+        layers = [linears[0], pattern[0], linears[1], *pattern[1:]]
+        assert torch.equal(rows, jacobian_rows(torch.nn.Sequential(*layers), inputs))
+
+
+def test_batched_surrogates_match_single():
+    generator = torch.Generator().manual_seed(5)
+    jacobians = torch.randn(4, 12, 20, generator=generator, dtype=torch.float64)
+    jacobians[1, 7] = 0.25  # constant row: only candidate 1 fails
+    jacobians[2, 0, 3] = float("nan")
+
+    results = surrogates_from_jacobians(jacobians)
+
+    assert results[0] == pytest.approx(surrogate_from_jacobian(jacobians[0]), rel=1e-12)
+    assert results[3] == pytest.approx(surrogate_from_jacobian(jacobians[3]), rel=1e-12)
+    assert isinstance(results[1], NaswotScoreError)
+    assert "rows [7] are constant" in str(results[1])
+    assert isinstance(results[2], NaswotScoreError)

@@ -2,6 +2,9 @@
 
 import itertools
 import math
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -9,9 +12,10 @@ import pytest
 import yaml
 
 from malahydra.search.fixed_configs import enqueue_missing
-from malahydra.search.naswot import candidate_indices, candidate_params
+from malahydra.search.naswot import CLAIM_PREFIX, candidate_indices, candidate_params
 from malahydra.search.space import build_search_space, parse_overrides
-from sweeper_apps.runner import TRAIN_SCRIPT, load_trials, run_sweep, states
+from malahydra.search.storage import load_or_create_study, open_storage
+from sweeper_apps.runner import TRAIN_SCRIPT, app_env, load_trials, run_sweep, states, storage_reference
 
 # MALA 1.4.0's pinned NASWOT values on Be2 (seed 1234, [91, 100, 100, 11], batch 40), in
 # candidate order RRR, RRS, ..., SSS; the same numbers as in test_naswot_score.py.
@@ -96,7 +100,7 @@ def test_interval_parameter_rejected(tmp_path, be2_dir):
     run = run_sweep(TRAIN_SCRIPT, tmp_path / "sweep", *naswot_options(be2_dir, "sweeps=mala_standard"))
 
     assert run.returncode == 1
-    assert "'model.hidden_widths.0' is a range or interval" in run.stderr
+    assert "'model.hidden_widths.0' is a range from 10 to 100" in run.stderr
     assert "Traceback" not in run.stderr
 
 
@@ -154,3 +158,40 @@ def test_train_top_k_reports_objectives(tmp_path, be2_dir):
     rerun = run_sweep(TRAIN_SCRIPT, sweep_dir, *options)
     assert rerun.returncode == 0, rerun.stderr
     assert "NASWOT: training candidate" not in rerun.stdout
+
+
+def test_two_drivers_score_each_once(tmp_path, be2_dir):
+    sweep_dir = tmp_path / "sweep"
+    options = naswot_options(be2_dir, "sweeps=mala_activations", "hydra.sweeper.naswot.candidates_per_job=2")
+    command = [sys.executable, str(TRAIN_SCRIPT), "-m", f"hydra.sweep.dir={sweep_dir}", *options]
+    sweep_dir.mkdir(parents=True)
+    drivers = [subprocess.Popen(command, cwd=tmp_path, env=app_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [driver.communicate(timeout=600)[0] for driver in drivers]
+    assert [driver.returncode for driver in drivers] == [0, 0], outputs
+
+    trials = load_trials("sqlite", sweep_dir)
+    assert states(trials) == {"COMPLETE": 8}
+    assert sorted(t.user_attrs["naswot_candidate"] for t in trials) == list(range(8))
+    by_candidate = {t.user_attrs["naswot_candidate"]: t.value for t in trials}
+    assert [by_candidate[i] for i in range(8)] == pytest.approx(MALA_PINNED, rel=1e-2)
+
+
+def test_stale_claim_scored_again(tmp_path, be2_dir):
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir(parents=True)
+    study = load_or_create_study(storage_reference("sqlite", sweep_dir), "malahydra", "maximize", None, None)
+    stale = {"driver": "some-other-host:4242:1", "beat": time.time() - 600, "first": 0, "last": 3, "retries": 0}
+    study._storage.set_study_system_attr(study._study_id, f"{CLAIM_PREFIX}0-3", stale)
+
+    run = run_sweep(TRAIN_SCRIPT, sweep_dir, *naswot_options(
+        be2_dir, "sweeps=mala_activations", "hydra.sweeper.naswot.candidates_per_job=4",
+        "hydra.sweeper.grace_period=60"))
+    assert run.returncode == 0, run.stderr
+
+    trials = load_trials("sqlite", sweep_dir)
+    assert states(trials) == {"COMPLETE": 8}
+    assert "left candidates 0-3 unscored" in run.stdout
+    reopened = optuna.load_study(study_name="malahydra", storage=open_storage(storage_reference("sqlite", sweep_dir)))
+    claims = reopened._storage.get_study_system_attrs(reopened._study_id)
+    assert [value for key, value in claims.items() if key.startswith(CLAIM_PREFIX) and value] == []

@@ -4,12 +4,23 @@
 
 Candidates are the grid of the `choice(...)` parameters in the order they are written,
 the last parameter varying fastest. When the grid has more than `n_trials` points, a
-seeded random subset of `n_trials` of them is taken, kept in grid order. Every candidate is a
-trial of the study, enqueued once, so a re-run scores only the candidates without a
-trial. The core pops them batch by batch; this module groups a batch into scoring jobs
-of `naswot.candidates_per_job` candidates (`malahydra.search.naswot_job`), launches them
-through Hydra's launcher and tells the study each score. With `naswot.train_top_k` > 0
-the best-scoring candidates are then trained by ordinary training jobs.
+seeded random subset of `n_trials` of them is taken, kept in grid order.
+
+A candidate becomes a trial only once it is scored: the driver claims a chunk of
+`naswot.candidates_per_job` unscored candidates, scores it in one job
+(`malahydra.search.naswot_job`) through Hydra's launcher and adds one finished trial
+(COMPLETE, or FAIL with `fail_reason`) per candidate. That is one storage write per
+candidate, where enqueueing, popping and telling a trial took 15 to 27. A re-run scores
+only the candidates without a trial. With `naswot.train_top_k` > 0 the best-scoring
+candidates are then trained by ordinary training jobs.
+
+Several drivers may share the study. A claim is a study system attribute
+(`CLAIM_PREFIX` + first and last grid index) that names the driver and the time of its
+last heartbeat. Claiming and adding trials hold the study lock, and a trial is added
+only for a candidate that has none, so every candidate ends with exactly one trial. The
+claim of a driver that is gone (a dead process on this host, or no heartbeat for
+`grace_period` seconds) is taken over and scored again, at most `max_retries` times;
+then its candidates are FAIL trials.
 """
 
 from __future__ import annotations
@@ -18,17 +29,20 @@ import json
 import logging
 import math
 import random
+import threading
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .errors import SearchConfigError
-from .fixed_configs import FixedConfigMethod, enqueue_missing, raise_non_choice, trial_params, waiting_count
+from .fixed_configs import FixedConfigMethod, params_key, raise_non_choice, trial_params, waiting_count
 from .naswot_job import CANDIDATES_FILE, SCORES_FILE
 from .space import SearchParameter, format_override
 from .trial_context import RESULT_FILE, read_result_record
-from .trials import JobOutcome, job_outcome_from_record, job_outcome_from_return, trial_outcome
+from .trials import JobOutcome, TrialOutcome, driver_is_alive, job_outcome_from_record, job_outcome_from_return, trial_outcome
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +53,10 @@ TRAINED_SUBDIR = "trained/{number}"
 SEEDS_ATTR = "naswot_seeds"
 # Trial user attribute with the directory of the scoring job, relative to the sweep dir.
 JOB_DIR_ATTR = "naswot_job_dir"
+# Trial user attribute with the candidate's grid index.
+CANDIDATE_ATTR = "naswot_candidate"
+# Study system attribute of a claimed chunk: CLAIM_PREFIX + "<first>-<last>" grid index.
+CLAIM_PREFIX = "malahydra:naswot_claim:"
 
 
 class NaswotMethod(FixedConfigMethod):
@@ -51,7 +69,7 @@ class NaswotMethod(FixedConfigMethod):
         super().__init__(settings)
         options = dict(settings.get("naswot") or {})
         self.select = str(options.get("select", "largest"))
-        self.candidates_per_job = int(options.get("candidates_per_job", 128))
+        self.candidates_per_job = int(options.get("candidates_per_job", 1024))
         self.train_top_k = int(options.get("train_top_k", 0))
         self.training_direction = settings["direction"]
         self.space: list[SearchParameter] = []
@@ -98,17 +116,19 @@ class NaswotMethod(FixedConfigMethod):
                  self.budget, grid_size(self.space), self.candidates_per_job, self.select)
         return self.space
 
-    def enqueue(self, sweeper: Any) -> None:
-        attrs = [{"naswot_candidate": index} for index in self.grid_indices]
-        enqueue_missing(sweeper.study, self.candidates, attrs)
-
     def batch_size(self, study: Any, n_jobs: int) -> int:
+        # Candidates are claimed in `finish`, so the core only sees WAITING trials of a
+        # study that an earlier malahydra version enqueued; `run_batch` scores those.
         return min(n_jobs * self.candidates_per_job, waiting_count(study))
 
     # -- scoring ---------------------------------------------------------------------
 
     def run_batch(self, sweeper: Any, batch: list) -> None:
-        """Score a batch of pending trials in jobs of `candidates_per_job` and tell the study."""
+        """Score a batch of pending trials in jobs of `candidates_per_job` and tell the study.
+
+        NOTE: only trials that an earlier malahydra version enqueued come here; new
+        candidates are claimed and added by `score_unscored`.
+        """
         groups = [batch[i : i + self.candidates_per_job] for i in range(0, len(batch), self.candidates_per_job)]
         subdirs = [chunk_subdir(group) for group in groups]
         jobs = [self.scoring_overrides(sweeper, group, subdir) for group, subdir in zip(groups, subdirs)]
@@ -126,15 +146,7 @@ class NaswotMethod(FixedConfigMethod):
         for group, job_dir, job_result in zip(groups, job_dirs, job_results):
             entries = read_scores(job_dir)
             for pending in group:
-                entry = entries.get(pending.number)
-                if entry is None:
-                    reason = job_result.reason if job_result.state == "fail" else "the scoring job wrote no score"
-                    outcomes = [JobOutcome("fail", reason=reason)] * repeats
-                else:
-                    outcomes = [
-                        JobOutcome("fail", reason=r) if v is None else JobOutcome("complete", value=float(v))
-                        for v, r in zip(entry["values"], entry["reasons"])
-                    ]
+                outcomes = entry_outcomes(entries.get(pending.number), job_result, repeats)
                 sweeper._tell(pending, trial_outcome(outcomes, self.settings["trial_ensemble_evaluation"]))
 
     def store_seeds(self, sweeper: Any, job_dirs: list[Path]) -> None:
@@ -163,10 +175,94 @@ class NaswotMethod(FixedConfigMethod):
             format_override("hydra.sweep.subdir", subdir),
         ]
 
+    # -- claimed chunks of candidates --------------------------------------------------
+
+    def score_unscored(self, sweeper: Any) -> None:
+        """Claim, score and add chunks until every candidate has a trial.
+
+        While other drivers hold live claims, wait for them, because one of them may stop
+        and leave its chunk to this driver.
+        """
+        claims = ClaimBook(sweeper, self)
+        while True:
+            with sweeper.lock:
+                chunks = claims.claim(int(self.settings["n_jobs"]))
+            if chunks:
+                self.score_chunks(sweeper, claims, chunks)
+                # The core writes the result files at the end, so only a round with work
+                # left writes them here.
+                if len(claims.scored) < len(self.candidates):
+                    sweeper._check_failures(sweeper._write_results())
+                continue
+            if not claims.others_active:
+                return
+            time.sleep(min(5.0, claims.liveness.heartbeat_interval))
+
+    def score_chunks(self, sweeper: Any, claims: "ClaimBook", chunks: list[list[int]]) -> None:
+        """Score claimed chunks (lists of positions in `self.candidates`), one job each, and add their trials."""
+        subdirs = [f"naswot/{self.grid_indices[c[0]]}-{self.grid_indices[c[-1]]}" for c in chunks]
+        job_dirs = [sweeper.sweep_dir / subdir for subdir in subdirs]
+        jobs = []
+        for chunk, subdir, job_dir in zip(chunks, subdirs, job_dirs):
+            (job_dir / SCORES_FILE).unlink(missing_ok=True)
+            candidates = [{"number": self.grid_indices[p], "params": self.override_params(self.candidates[p])}
+                          for p in chunk]
+            jobs.append(self.scoring_job(sweeper, candidates, subdir))
+        started = time.perf_counter()
+        with claims.heartbeat():
+            job_results = launch_jobs(sweeper, jobs, job_dirs)
+        self.store_seeds(sweeper, job_dirs)
+        duration = round((time.perf_counter() - started) / max(1, sum(map(len, chunks))), 6)
+
+        repeats = int(self.settings["number_training_per_trial"])
+        finished = []
+        for chunk, subdir, job_dir, job_result in zip(chunks, subdirs, job_dirs, job_results):
+            entries = read_scores(job_dir)
+            for position in chunk:
+                outcomes = entry_outcomes(entries.get(self.grid_indices[position]), job_result, repeats)
+                outcome = trial_outcome(outcomes, self.settings["trial_ensemble_evaluation"])
+                attrs = {JOB_DIR_ATTR: subdir, "repeat_values": list(outcome.repeat_values), "duration_s": duration}
+                finished.append((position, outcome, attrs))
+        with sweeper.lock:
+            added = claims.finish(finished)
+        complete = sum(outcome.state == "complete" for _, outcome, _ in finished)
+        log.info("NASWOT: scored %d candidate(s) in %d job(s), %d COMPLETE, %d FAIL; %d trial(s) added.",
+                 len(finished), len(chunks), complete, len(finished) - complete, added)
+
+    def override_params(self, params: dict) -> dict:
+        return {p.override_key: params[p.name] for p in self.space}
+
+    def scoring_job(self, sweeper: Any, candidates: list[dict], subdir: str) -> list[str]:
+        """Overrides of one scoring job; its candidates go into `CANDIDATES_FILE` in the job directory."""
+        path = (sweeper.sweep_dir / subdir / CANDIDATES_FILE).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"candidates": candidates}))
+        return list(sweeper.fixed) + [
+            format_override("+trial.mode", "naswot"),
+            format_override("+trial.candidates_file", str(path)),
+            format_override("+trial.repeats", int(self.settings["number_training_per_trial"])),
+            format_override("+trial.study_name", self.settings["study_name"]),
+            format_override("hydra.sweep.subdir", subdir),
+        ]
+
+    def finished_trial(self, position: int, outcome: Any, attrs: dict, driver: str) -> FrozenTrial:
+        params = self.candidates[position]
+        user_attrs = {CANDIDATE_ATTR: self.grid_indices[position], "driver": driver, **attrs}
+        if outcome.state == "complete":
+            value, state = outcome.value, TrialState.COMPLETE
+        else:
+            value, state = None, TrialState.FAIL
+            user_attrs["fail_reason"] = outcome.reason
+        return optuna.trial.create_trial(
+            state=state, value=value, params=dict(params),
+            distributions={p.name: p.distribution for p in self.space}, user_attrs=user_attrs,
+        )
+
     # -- training of the best candidates ---------------------------------------------
 
     def finish(self, sweeper: Any) -> bool:
-        """Train the `train_top_k` best-scoring candidates that have no training outcome yet."""
+        """Score every unscored candidate, then train the `train_top_k` best without a training outcome."""
+        self.score_unscored(sweeper)
         if self.train_top_k == 0:
             return False
         trials = sweeper.study.get_trials(deepcopy=False)
@@ -322,3 +418,157 @@ def launch_jobs(sweeper: Any, jobs: list[list[str]], job_dirs: list[Path]) -> li
         outcomes = [job_outcome_from_record(read_result_record(d), launcher_error=reason) for d in job_dirs]
     sweeper.job_index += len(jobs)
     return outcomes
+
+
+class ClaimBook:
+    """Claims of candidate chunks by the drivers of one study; see the module docstring.
+
+    `claim` and `finish` must run under the study lock. Positions index the method's
+    candidate list; a claim stores grid indices, so drivers with other chunk sizes agree.
+    """
+
+    def __init__(self, sweeper: Any, method: NaswotMethod) -> None:
+        self.sweeper = sweeper
+        self.method = method
+        self.storage = sweeper.study._storage
+        self.study_id = sweeper.study._study_id
+        self.liveness = sweeper.liveness
+        self.driver = sweeper.driver
+        self.position_of = {index: position for position, index in enumerate(method.grid_indices)}
+        self.key_to_position = {params_key(params): p for p, params in enumerate(method.candidates)}
+        self.scored: set[int] = set()
+        self.mine: dict[str, dict] = {}
+        self.others_active = False
+
+    def refresh_scored(self) -> None:
+        """Read which candidates have a finished trial; the only read of all trials."""
+        for trial in self.sweeper.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            position = self.key_to_position.get(params_key(trial_params(trial)))
+            if position is not None:
+                self.scored.add(position)
+
+    def claims(self) -> dict[str, dict]:
+        attrs = self.storage.get_study_system_attrs(self.study_id)
+        return {key: value for key, value in attrs.items() if key.startswith(CLAIM_PREFIX) and value}
+
+    def is_live(self, claim: dict) -> bool:
+        if claim.get("driver") == self.driver:
+            return True
+        if self.sweeper.settings.get("reclaim_running_trials") and float(claim.get("beat", 0)) < self.sweeper.started_at:
+            return False
+        driver = str(claim.get("driver"))
+        if driver.split(":")[0] == self.sweeper.driver.split(":")[0] and not driver_is_alive(driver):
+            return False
+        return time.time() - float(claim.get("beat", 0)) <= self.liveness.grace_period
+
+    def claim(self, n_jobs: int) -> list[list[int]]:
+        """Claim up to `n_jobs` chunks of unscored candidates that no live driver holds."""
+        self.refresh_scored()
+        blocked: set[int] = set()
+        retries: dict[int, int] = {}
+        self.others_active = False
+        for key, claim in self.claims().items():
+            covered = [p for g, p in self.position_of.items() if claim["first"] <= g <= claim["last"]]
+            if self.is_live(claim):
+                self.others_active = True
+                blocked.update(covered)
+                continue
+            # A driver that is gone left this chunk; its unscored candidates are free again.
+            log.warning("NASWOT: driver %s left candidates %d-%d unscored; claiming them again.",
+                        claim.get("driver"), claim["first"], claim["last"])
+            for position in covered:
+                retries[position] = max(retries.get(position, 0), int(claim.get("retries", 0)) + 1)
+            self.storage.set_study_system_attr(self.study_id, key, None)
+
+        free = [p for p in range(len(self.method.candidates)) if p not in self.scored and p not in blocked]
+        given_up = [p for p in free if retries.get(p, 0) > self.liveness.max_retries]
+        if given_up:
+            reason = (f"scoring driver stopped {self.liveness.max_retries + 1} times; not retried, "
+                      f"max_retries={self.liveness.max_retries} reached")
+            outcome = TrialOutcome("fail", None, reason, ())
+            self.add_trials([(p, outcome, {}) for p in given_up])
+            free = [p for p in free if p not in set(given_up)]
+
+        size = self.method.candidates_per_job
+        chunks = [free[start : start + size] for start in range(0, min(len(free), n_jobs * size), size)]
+        now = time.time()
+        for chunk in chunks:
+            first, last = self.method.grid_indices[chunk[0]], self.method.grid_indices[chunk[-1]]
+            claim = {"driver": self.driver, "beat": now, "first": first, "last": last,
+                     "retries": max(retries.get(p, 0) for p in chunk)}
+            key = f"{CLAIM_PREFIX}{first}-{last}"
+            self.storage.set_study_system_attr(self.study_id, key, claim)
+            self.mine[key] = claim
+        return chunks
+
+    def finish(self, finished: list[tuple[int, Any, dict]]) -> int:
+        """Add the trials of the scored candidates that still have none, release the claims; return how many."""
+        current = self.claims()
+        if any(current.get(key, {}).get("driver") != self.driver for key in self.mine):
+            # Another driver took over a claim of this one (a missed heartbeat), and may have added trials.
+            log.warning("NASWOT: another driver took over candidates of this driver; adding only missing trials.")
+            self.refresh_scored()
+        added = self.add_trials([item for item in finished if item[0] not in self.scored])
+        for key in self.mine:
+            if current.get(key, {}).get("driver") == self.driver:
+                self.storage.set_study_system_attr(self.study_id, key, None)
+        self.mine = {}
+        return added
+
+    def add_trials(self, finished: list[tuple[int, Any, dict]]) -> int:
+        for position, outcome, attrs in finished:
+            trial = self.method.finished_trial(position, outcome, attrs, self.driver)
+            self.storage.create_new_trial(self.study_id, template_trial=trial)
+            self.scored.add(position)
+        return len(finished)
+
+    def heartbeat(self) -> "ClaimHeartbeat":
+        return ClaimHeartbeat(self)
+
+    def beat(self) -> None:
+        now = time.time()
+        for key, claim in list(self.mine.items()):
+            claim["beat"] = now
+            try:
+                self.storage.set_study_system_attr(self.study_id, key, claim)
+            except Exception as error:  # noqa: BLE001 -- a missed beat must not stop the scoring
+                log.warning("Writing the heartbeat of NASWOT claim %s failed: %s: %s", key, type(error).__name__, error)
+
+
+class ClaimHeartbeat:
+    """Context manager: a thread that renews this driver's claims every `heartbeat_interval` seconds."""
+
+    def __init__(self, book: ClaimBook) -> None:
+        self.book = book
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "ClaimHeartbeat":
+        if self.book.liveness.heartbeat_interval > 0 and self.book.mine:
+            self._thread = threading.Thread(target=self._run, name="malahydra-naswot-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        # Stopped before the claims are released, so a late beat cannot renew a released claim.
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.book.liveness.heartbeat_interval):
+            self.book.beat()
+
+
+def entry_outcomes(entry: dict | None, job_result: JobOutcome, repeats: int) -> list[JobOutcome]:
+    """Turn a candidate's entry of the scores file into one outcome per repeat.
+
+    A candidate without an entry failed with its job, or the job wrote no score for it.
+    """
+    if entry is None:
+        reason = job_result.reason if job_result.state == "fail" else "the scoring job wrote no score"
+        return [JobOutcome("fail", reason=reason)] * repeats
+    return [
+        JobOutcome("fail", reason=reason) if value is None else JobOutcome("complete", value=float(value))
+        for value, reason in zip(entry["values"], entry["reasons"])
+    ]

@@ -16,6 +16,12 @@ the network (layers in input-to-output order, torch's default initialization). I
 draws the batch from the same RNG, as the first mini-batch of a shuffled DataLoader over
 the scaled training inputs. Repeat r > 0 uses the seed `derived_seed(training.seed, r)`, so repeats
 differ in both initialization and batch, and every candidate sees the same seeds.
+
+Because activations draw nothing from the RNG, candidates that differ only in their
+activations get the same weights and the same batch. The job therefore builds the Linear
+layers and draws the batch once per such group and scores all activation patterns of the
+group together (`score_group`). Other candidates (another model name, an activation that
+is not in `BATCHABLE_ACTIVATIONS`) are scored one by one by `score_network`, the reference.
 """
 
 from __future__ import annotations
@@ -33,11 +39,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from malahydra.data.dataset import DataSplit, load_split
 from malahydra.errors import ConfigurationError, MalahydraError
-from malahydra.model.network import network_from_config
+from malahydra.model.network import hidden_activations, layer_widths, make_activation, network_from_config
 from malahydra.training.devices import select_device
 
 from .methods import derived_seed
-from .naswot_score import NaswotScoreError, naswot_score
+from .naswot_score import NaswotScoreError, naswot_score, shared_mlp_jacobian_rows, surrogates_from_jacobians
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,13 @@ SCORING_SECTIONS = ("model", "data")
 # the snapshots once per sweep instead of once per job. Keyed by the data config as YAML.
 _SPLITS: dict[str, DataSplit] = {}
 _MAX_CACHED_SPLITS = 2
+
+# Activations without parameters or random draws, which `score_group` may swap on shared
+# Linear layers. Any other torch.nn class name takes the one-by-one path.
+BATCHABLE_ACTIVATIONS = frozenset({"ReLU", "LeakyReLU", "Sigmoid", "Tanh", "ELU", "GELU", "SiLU", "Softplus", "Identity"})
+# Model keys that `network_from_config` reads; the activations are the ones a group varies.
+ACTIVATION_KEYS = ("activations", "output_activation")
+NO_ACTIVATION = (None, "", "null", "None")
 
 
 def run_naswot_job(cfg: DictConfig) -> float:
@@ -85,7 +98,7 @@ def run_naswot_job(cfg: DictConfig) -> float:
 def score_candidates(
     cfg: DictConfig, candidates: list[dict], repeats: int, job_index: int | None = None
 ) -> list[dict[str, Any]]:
-    """Score each candidate `repeats` times; return one entry per candidate.
+    """Score each candidate `repeats` times; return one entry per candidate, in input order.
 
     An entry contains `number`, `seeds`, `values` (a float or None per repeat) and
     `reasons` (None or the error per repeat). A candidate whose config is invalid or whose
@@ -99,26 +112,52 @@ def score_candidates(
     sections = {name: OmegaConf.to_container(cfg[name], resolve=True) for name in SCORING_SECTIONS}
 
     entries = []
+    groups: dict[str | None, list[tuple[dict, dict, DataSplit]]] = {}
     for candidate in candidates:
-        entry: dict[str, Any] = {"number": int(candidate["number"]), "seeds": seeds, "values": [], "reasons": []}
+        entry: dict[str, Any] = {"number": int(candidate["number"]), "seeds": seeds,
+                                 "values": [None] * repeats, "reasons": [None] * repeats}
+        entries.append(entry)
         try:
-            model_cfg, data = candidate_sections(cfg, candidate["params"], sections)
+            model, data = candidate_sections(cfg, candidate["params"], sections)
             split = cached_split(data)
         except MalahydraError as error:
-            entry["values"] = [None] * repeats
             entry["reasons"] = [f"{type(error).__name__}: {error}"] * repeats
-            entries.append(entry)
             continue
-        for seed in seeds:
-            try:
-                value = score_network(model_cfg, split, batch_size, seed, device)
-                entry["values"].append(value)
-                entry["reasons"].append(None)
-            except (NaswotScoreError, MalahydraError) as error:
-                entry["values"].append(None)
-                entry["reasons"].append(f"{type(error).__name__}: {error}")
-        entries.append(entry)
+        groups.setdefault(group_key(model, data), []).append((entry, model, split))
+
+    for key, members in groups.items():
+        for repeat, seed in enumerate(seeds):
+            if key is None:
+                outcomes = [score_one(model, split, batch_size, seed, device) for _, model, split in members]
+            else:
+                outcomes = score_group([model for _, model, _ in members], members[0][2], batch_size, seed, device)
+            for (entry, _, _), outcome in zip(members, outcomes):
+                if isinstance(outcome, Exception):
+                    entry["reasons"][repeat] = f"{type(outcome).__name__}: {outcome}"
+                else:
+                    entry["values"][repeat] = outcome
     return entries
+
+
+def group_key(model: dict, data: dict) -> str | None:
+    """Key shared by candidates that differ only in activations, or None for the one-by-one path."""
+    if model.get("name", "feedforward") != "feedforward":
+        return None
+    names = [str(name) for name in model.get("activations") or []]
+    output = model.get("output_activation")
+    if output not in NO_ACTIVATION:
+        names.append(str(output))
+    if not set(names) <= BATCHABLE_ACTIVATIONS:
+        return None
+    rest = {key: value for key, value in model.items() if key not in ACTIVATION_KEYS}
+    return json.dumps([rest, data], sort_keys=True, default=str)
+
+
+def score_one(model: dict, split: DataSplit, batch_size: int, seed: int, device: torch.device) -> float | Exception:
+    try:
+        return score_network(OmegaConf.create(model), split, batch_size, seed, device)
+    except (NaswotScoreError, MalahydraError) as error:
+        return error
 
 
 def score_network(model_cfg: DictConfig, split: DataSplit, batch_size: int, seed: int, device: torch.device) -> float:
@@ -126,21 +165,68 @@ def score_network(model_cfg: DictConfig, split: DataSplit, batch_size: int, seed
     inputs = split.tensors["training"][0]
     torch.manual_seed(seed)
     network = network_from_config(model_cfg, split.input_width, split.output_width).to(device)
-    # The DataLoader draws its shuffling seed from the global RNG right after the network,
-    # as MALA's does. Shuffling an index range consumes the RNG exactly as shuffling the
-    # inputs themselves, because the sampler depends only on the length.
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(torch.arange(inputs.shape[0])), batch_size=batch_size, shuffle=True
-    )
-    (indices,) = next(iter(loader))
+    indices = first_shuffled_batch(inputs.shape[0], batch_size)
     score = naswot_score(network, inputs[indices].to(device))
     if not math.isfinite(score):
         raise NaswotScoreError(f"NASWOT score is {score}; record the candidate as failed.")
     return score
 
 
-def candidate_sections(cfg: DictConfig, params: dict[str, Any], sections: dict[str, Any]) -> tuple[DictConfig, dict]:
-    """Return the candidate's model config and plain data config, with `params` applied.
+def score_group(
+    models: list[dict], split: DataSplit, batch_size: int, seed: int, device: torch.device
+) -> list[float | Exception]:
+    """Score feed-forward candidates that differ only in activations, from one seed.
+
+    Returns what `score_network` would for each model: the score, or the error it would
+    raise. The Linear layers are created in the same order from the same seed and the
+    batch is drawn after them, so weights and batch equal those of `score_network`.
+    """
+    inputs = split.tensors["training"][0]
+    first = models[0]
+    try:
+        widths = layer_widths(split.input_width, list(first["hidden_widths"]), split.output_width)
+    except MalahydraError as error:
+        return [error] * len(models)
+    torch.manual_seed(seed)
+    linears = [torch.nn.Linear(n_in, n_out).to(device) for n_in, n_out in zip(widths[:-1], widths[1:])]
+    indices = first_shuffled_batch(inputs.shape[0], batch_size)
+    batch = inputs[indices].to(device)
+
+    outcomes: list[float | Exception] = [0.0] * len(models)
+    patterns, scored = [], []
+    for index, model in enumerate(models):
+        try:
+            names = hidden_activations(list(model["hidden_widths"]), list(model["activations"]))
+        except MalahydraError as error:
+            outcomes[index] = error
+            continue
+        if model.get("output_activation") not in NO_ACTIVATION:
+            names.append(str(model["output_activation"]))
+        patterns.append([make_activation(name) for name in names])
+        scored.append(index)
+    if scored:
+        jacobians = shared_mlp_jacobian_rows(linears, patterns, batch)
+        for index, outcome in zip(scored, surrogates_from_jacobians(jacobians)):
+            outcomes[index] = outcome
+    return outcomes
+
+
+def first_shuffled_batch(count: int, batch_size: int) -> torch.Tensor:
+    """Return the indices of the first mini-batch of a shuffled DataLoader over `count` points.
+
+    The DataLoader draws its shuffling seed from the global RNG, as MALA's does. Shuffling
+    an index range consumes the RNG exactly as shuffling the inputs themselves, because
+    the sampler depends only on the length.
+    """
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.arange(count)), batch_size=batch_size, shuffle=True
+    )
+    (indices,) = next(iter(loader))
+    return indices
+
+
+def candidate_sections(cfg: DictConfig, params: dict[str, Any], sections: dict[str, Any]) -> tuple[dict, dict]:
+    """Return the candidate's plain model and data configs, with `params` applied.
 
     `params` maps override keys (a `+key` may add a key) to values. When every key lies
     in `SCORING_SECTIONS`, they are set on a copy of the plain `sections`, because copying
@@ -152,13 +238,14 @@ def candidate_sections(cfg: DictConfig, params: dict[str, Any], sections: dict[s
         plain = copy.deepcopy(sections)
         for key, value in zip(keys, params.values()):
             set_plain(plain, key.split("."), value)
-        return OmegaConf.create(plain["model"]), plain["data"]
+        return plain["model"], plain["data"]
 
     candidate_cfg = copy.deepcopy(cfg)
     with open_dict(candidate_cfg):
         for key, value in zip(keys, params.values()):
             OmegaConf.update(candidate_cfg, key, value, merge=False)
-    return candidate_cfg.model, OmegaConf.to_container(candidate_cfg.data, resolve=True)
+    return (OmegaConf.to_container(candidate_cfg.model, resolve=True),
+            OmegaConf.to_container(candidate_cfg.data, resolve=True))
 
 
 def set_plain(container: Any, path: list[str], value: Any) -> None:

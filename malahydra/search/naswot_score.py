@@ -20,6 +20,7 @@ Example::
 """
 
 import math
+from typing import Sequence
 
 import torch
 
@@ -36,6 +37,24 @@ class NaswotScoreError(RuntimeError):
     lies in the candidate (for example, every ReLU unit is inactive for one
     point), not in the code.
     """
+
+
+def constant_rows_error(rows: list[int]) -> NaswotScoreError:
+    return NaswotScoreError(
+        f"Jacobian rows {rows} are constant across the inputs, so their "
+        "Pearson correlation is undefined (typical cause: every ReLU unit is "
+        "inactive for these points); record the candidate as failed."
+    )
+
+
+NON_FINITE_MESSAGE = (
+    "Jacobian correlation matrix contains NaN or inf (non-finite network "
+    "gradients); record the candidate as failed."
+)
+
+
+def eigendecomposition_error(error: Exception) -> NaswotScoreError:
+    return NaswotScoreError(f"eigendecomposition of the Jacobian correlation matrix failed: {error}")
 
 
 def jacobian_rows(network: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -102,11 +121,7 @@ def correlation_matrix(rows: torch.Tensor) -> torch.Tensor:
 
     constant_rows = torch.nonzero(standard_deviation == 0).flatten().tolist()
     if constant_rows:
-        raise NaswotScoreError(
-            f"Jacobian rows {constant_rows} are constant across the inputs, so their "
-            "Pearson correlation is undefined (typical cause: every ReLU unit is "
-            "inactive for these points); record the candidate as failed."
-        )
+        raise constant_rows_error(constant_rows)
 
     correlation = covariance / torch.outer(standard_deviation, standard_deviation)
     return correlation.clamp(-1.0, 1.0)
@@ -148,17 +163,12 @@ def surrogate_from_jacobian(jacobian: torch.Tensor) -> float:
 
     correlation = correlation_matrix(jacobian)
     if not bool(torch.isfinite(correlation).all()):
-        raise NaswotScoreError(
-            "Jacobian correlation matrix contains NaN or inf (non-finite network "
-            "gradients); record the candidate as failed."
-        )
+        raise NaswotScoreError(NON_FINITE_MESSAGE)
 
     try:
         eigenvalues = torch.linalg.eigvalsh(correlation)
     except torch.linalg.LinAlgError as error:
-        raise NaswotScoreError(
-            f"eigendecomposition of the Jacobian correlation matrix failed: {error}"
-        ) from error
+        raise eigendecomposition_error(error) from error
 
     return surrogate_from_eigenvalues(eigenvalues)
 
@@ -178,3 +188,95 @@ def naswot_score(network: torch.nn.Module, batch: torch.Tensor) -> float:
         ValueError: if the batch shape or dtype is invalid.
     """
     return surrogate_from_jacobian(jacobian_rows(network, batch))
+
+
+# --- several candidates at once ---------------------------------------------
+
+
+def shared_mlp_jacobian_rows(
+    linears: Sequence[torch.nn.Linear],
+    activations: Sequence[Sequence[torch.nn.Module]],
+    batch: torch.Tensor,
+) -> torch.Tensor:
+    """Compute the Jacobian rows of P MLPs that share their Linear layers.
+
+    Network p applies ``linears[i]`` and then ``activations[p][i]`` for each
+    layer i; a list shorter than ``linears`` leaves the last layers linear.
+    The P copies of the batch are stacked into one (P * B, n_inputs) input, so
+    one forward and one backward pass serve all P networks. Every Linear call
+    and every activation call sees the rows of one network only, so each
+    block of rows is ``jacobian_rows`` of network p. On the CPU the two agree
+    bit for bit (``tests/test_naswot_score.py`` checks it), because a row of a
+    matrix product does not depend on the other rows.
+
+    Returns:
+        Detached tensor of shape (P, B, n_inputs).
+    """
+    count, points = len(activations), batch.shape[0]
+    inputs = batch.detach().repeat(count, 1).requires_grad_(True)
+    with torch.enable_grad():
+        hidden = inputs
+        for layer, linear in enumerate(linears):
+            hidden = linear(hidden)
+            blocks = hidden.split(points)
+            hidden = torch.cat([
+                functions[layer](block) if layer < len(functions) else block
+                for block, functions in zip(blocks, activations)
+            ])
+        (gradient,) = torch.autograd.grad(hidden.sum(), inputs)
+    return gradient.detach().reshape(count, points, -1)
+
+
+def surrogates_from_jacobians(jacobians: torch.Tensor) -> list[float | NaswotScoreError]:
+    """Compute the NASWOT score of each of P Jacobians of shape (P, B, n_inputs).
+
+    The same operations as ``surrogate_from_jacobian``, batched over P in
+    float64; the scores agree with it to about 1e-12 relative. A candidate
+    without a finite score gets its ``NaswotScoreError`` in place of the
+    score, and the other candidates are unaffected.
+    """
+    if jacobians.dim() != 3 or jacobians.shape[1] < 2 or jacobians.shape[2] < 2:
+        raise ValueError(
+            f"Jacobians must have shape (candidates, points, inputs) with at least 2 points and inputs, "
+            f"got shape {tuple(jacobians.shape)}; pass a larger batch."
+        )
+    rows = jacobians.to(torch.float64)
+    centered = rows - rows.mean(dim=2, keepdim=True)
+    covariance = centered @ centered.transpose(1, 2) / (rows.shape[2] - 1)
+    standard_deviation = covariance.diagonal(dim1=1, dim2=2).sqrt()
+    correlation = covariance / (standard_deviation[:, :, None] * standard_deviation[:, None, :])
+    correlation = correlation.clamp(-1.0, 1.0)
+
+    results: list[float | NaswotScoreError] = [0.0] * rows.shape[0]
+    valid = []
+    constant = standard_deviation == 0
+    finite = torch.isfinite(correlation).flatten(1).all(dim=1)
+    for index in range(rows.shape[0]):
+        if bool(constant[index].any()):
+            results[index] = constant_rows_error(torch.nonzero(constant[index]).flatten().tolist())
+        elif not bool(finite[index]):
+            results[index] = NaswotScoreError(NON_FINITE_MESSAGE)
+        else:
+            valid.append(index)
+    if not valid:
+        return results
+
+    try:
+        eigenvalues = list(torch.linalg.eigvalsh(correlation[valid]))
+    except torch.linalg.LinAlgError:
+        # One matrix failed; decompose them one by one to find it.
+        eigenvalues = []
+        for index in valid:
+            try:
+                eigenvalues.append(torch.linalg.eigvalsh(correlation[index]))
+            except torch.linalg.LinAlgError as error:
+                eigenvalues.append(eigendecomposition_error(error))
+    for index, values in zip(valid, eigenvalues):
+        if isinstance(values, NaswotScoreError):
+            results[index] = values
+            continue
+        try:
+            results[index] = surrogate_from_eigenvalues(values)
+        except NaswotScoreError as error:
+            results[index] = error
+    return results
