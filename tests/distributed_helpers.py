@@ -3,8 +3,9 @@
 Run as a script, this file is the Hydra app (`python distributed_helpers.py -m ...`).
 Its objective takes `epochs` steps of `step_s` seconds, keeps a checkpoint in the job's
 directory and resumes from it, and appends one line per evaluation to `log_file`, a
-log outside the sweep directory: `<trial dir> <x> <pid>`. A finished job that runs again
-returns its stored value without appending, as a finished training does.
+log outside the sweep directory: `<trial dir> <x> <pid> <Unix time at the end>`. A
+finished job that runs again returns its stored value without appending, as a finished
+training does. bench/distributed.py times the driver loop from these end times.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Evaluation:
     trial_dir: str
     x: float
     pid: int
+    finished: float
 
 
 def read_log(path: Path) -> list[Evaluation]:
@@ -35,8 +37,8 @@ def read_log(path: Path) -> list[Evaluation]:
         return []
     rows = []
     for line in path.read_text().splitlines():
-        trial_dir, x, pid = line.split()
-        rows.append(Evaluation(trial_dir, float(x), int(pid)))
+        trial_dir, x, pid, finished = line.split()
+        rows.append(Evaluation(trial_dir, float(x), int(pid), float(finished)))
     return rows
 
 
@@ -156,7 +158,7 @@ def objective(cfg) -> float:
         checkpoint.write_text(json.dumps({"epoch": epoch}))
     value = (cfg.x - 0.3) ** 2 + (cfg.y - 2) ** 2
     with open(cfg.log_file, "a") as log:
-        log.write(f"{out.name} {cfg.x!r} {os.getpid()}\n")
+        log.write(f"{out.name} {cfg.x!r} {os.getpid()} {time.time()!r}\n")
     result.write_text(json.dumps({"value": value}))
     return value
 

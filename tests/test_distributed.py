@@ -195,6 +195,15 @@ def test_heartbeat_thread_beats(tmp_path):
     assert stale_trials(study, grace_period=5.0) == []
 
 
+def test_heartbeat_without_start_beat(tmp_path):
+    study = load_or_create_study(f"journal:{tmp_path / 'study.journal'}", "quiet", "minimize", None, None)
+    trial = study.ask()
+    with Heartbeat(study._storage, [trial._trial_id], interval=0.3, beat_at_start=False):
+        assert HEARTBEAT_ATTR not in study._storage.get_trial(trial._trial_id).system_attrs
+        time.sleep(0.6)
+        assert HEARTBEAT_ATTR in study._storage.get_trial(trial._trial_id).system_attrs
+
+
 def _remote_stale_trial(study: optuna.Study, age_s: float, retries: int = 0) -> optuna.Trial:
     trial = study.ask({"x": optuna.distributions.FloatDistribution(-1, 1),
                        "y": optuna.distributions.IntDistribution(0, 4)})
@@ -257,7 +266,7 @@ def test_wrong_password_one_line(tmp_path, monkeypatch, mysql_url):  # noqa: F81
 
     first_line = run.stderr.splitlines()[0]
     assert run.returncode == 1
-    assert first_line.startswith("Cannot open the study database mysql+pymysql://")
+    assert first_line.startswith("Error: Cannot open the study database mysql+pymysql://")
     assert "Access denied" in first_line
     assert "Traceback" not in run.stderr
     assert password not in run.stdout + run.stderr
@@ -270,6 +279,6 @@ def test_unreachable_postgresql_one_line(tmp_path):
                          capture_output=True, text=True, timeout=60)
 
     assert run.returncode == 1
-    assert run.stderr.startswith("Cannot open the study database postgresql+psycopg2://u:***@127.0.0.1:1/none")
+    assert run.stderr.startswith("Error: Cannot open the study database postgresql+psycopg2://u:***@127.0.0.1:1/none")
     assert "Traceback" not in run.stderr
     assert "Secret-9x" not in run.stdout + run.stderr

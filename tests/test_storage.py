@@ -62,4 +62,69 @@ def test_missing_url_variable_one_line_error(tmp_path, monkeypatch):
     run = run_sweep(QUADRATIC_APP, tmp_path / "sweep", "storage=postgresql")
 
     assert run.returncode == 1
-    assert run.stderr.startswith("Environment variable MALAHYDRA_POSTGRESQL_URL is not set")
+    assert run.stderr.startswith("Error: Environment variable MALAHYDRA_POSTGRESQL_URL is not set")
+
+
+def test_sqlite_local_file_uses_wal(tmp_path):
+    import sqlite3
+
+    from malahydra.search.storage import load_or_create_study
+
+    path = tmp_path / "optuna.db"
+    study = load_or_create_study(f"sqlite:{path}", "wal", "minimize", None, None)
+    study.tell(study.ask(), 1.0)
+    engine = study._storage._inner._backend.engine
+    with engine.connect() as connection:
+        synchronous = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert synchronous == 1  # NORMAL
+
+
+def test_file_system_type_from_mounts(tmp_path):
+    from pathlib import Path
+
+    from malahydra.search.storage import file_system_type, on_local_file_system
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/vda / ext4 rw 0 0\n"
+                      "server:/export /shared nfs4 rw 0 0\n"
+                      "tmpfs /shared/scratch\\040dir tmpfs rw 0 0\n"
+                      "sshfs#host: /remote fuse.sshfs rw 0 0\n")
+
+    assert file_system_type(Path("/home/user/optuna.db"), str(mounts)) == "ext4"
+    assert file_system_type(Path("/shared/sweep/optuna.db"), str(mounts)) == "nfs4"
+    assert file_system_type(Path("/shared/scratch dir/optuna.db"), str(mounts)) == "tmpfs"
+    assert on_local_file_system(Path("/home/user/optuna.db"), str(mounts))
+    assert not on_local_file_system(Path("/shared/sweep/optuna.db"), str(mounts))
+    assert not on_local_file_system(Path("/remote/optuna.db"), str(mounts))
+    assert not on_local_file_system(Path("/home/user/optuna.db"), str(tmp_path / "missing"))
+
+
+@pytest.mark.postgresql
+def test_postgresql_lock_survives_lost_connection(monkeypatch, postgresql_url):
+    import sqlalchemy
+
+    from malahydra.search.claims import StudyLock, _DatabaseLock, _lock_key
+
+    monkeypatch.setenv(URL_VARIABLES["postgresql"], postgresql_url)
+    lock = StudyLock(f"env:{URL_VARIABLES['postgresql']}", "lost")
+    rival = _DatabaseLock(postgresql_url, "postgresql", _lock_key("lost"))
+    with lock:
+        pid = lock._database_lock.connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        assert rival.try_acquire() is None
+    release = rival.try_acquire()
+    assert release is not None
+    release()
+
+    # The server ends the connection that the lock keeps between acquisitions.
+    engine = sqlalchemy.create_engine(postgresql_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql(f"SELECT pg_terminate_backend({pid})").scalar()
+    engine.dispose()
+
+    with lock:
+        assert lock._database_lock.connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
+        assert rival.try_acquire() is None
+    lock.close()
+    rival._close()

@@ -71,6 +71,8 @@ class StudyLock:
         self._owner: int | None = None
         self._guard = threading.Lock()
         self._release = None
+        # Connection of a database lock, kept open between two acquisitions (see _DatabaseLock).
+        self._database_lock: _DatabaseLock | None = None
 
     def __enter__(self) -> "StudyLock":
         me = threading.get_ident()
@@ -96,6 +98,11 @@ class StudyLock:
                 release()
         finally:
             self._guard.release()
+
+    def close(self) -> None:
+        """Close the connection that a database lock keeps between acquisitions, if any."""
+        if self._database_lock is not None:
+            self._database_lock._close()
 
     # -- backends ------------------------------------------------------------------------
 
@@ -123,8 +130,10 @@ class StudyLock:
         if backend in ("postgresql", "mysql", "mariadb"):
             from .storage import _is_database_error, connection_error
 
+            if self._database_lock is None:
+                self._database_lock = _DatabaseLock(url, backend, _lock_key(self.scope))
             try:
-                return self._poll(lambda: _try_database_lock(url, backend, _lock_key(self.scope)))
+                return self._poll(self._database_lock.try_acquire)
             except Exception as error:  # noqa: BLE001 -- database errors become one clear line
                 if not _is_database_error(error):
                     raise
@@ -179,52 +188,73 @@ def _lock_engine(url: str):
 
     engine = _LOCK_ENGINES.get(url)
     if engine is None:
-        # NullPool: the connection that holds a lock is closed on release, so a lock never
-        # outlives its holder in a pool.
+        # NullPool: a lock connection that fails is really closed, not returned to a pool,
+        # so the server releases its lock.
         engine = sqlalchemy.create_engine(url, poolclass=NullPool)
         _LOCK_ENGINES[url] = engine
     return engine
 
 
-def _try_database_lock(url: str, backend: str, key: str):
-    import sqlalchemy
+class _DatabaseLock:
+    """A PostgreSQL advisory lock or a MySQL named lock on one connection kept open.
 
-    from .storage import retry_transient
+    Keeping the connection saves a connect and a login per acquisition. The server
+    releases a session lock when its connection ends, so a connection that fails is
+    closed and the next attempt opens a new one.
+    """
 
-    def connect_and_try():
-        connection = _lock_engine(url).connect()
-        try:
-            if backend == "postgresql":
-                number = int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big", signed=True)
-                taken = connection.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": number}).scalar()
-                unlock = sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": number}
-            else:
-                taken = connection.execute(sqlalchemy.text("SELECT GET_LOCK(:k, 0)"), {"k": key}).scalar() == 1
-                unlock = sqlalchemy.text("SELECT RELEASE_LOCK(:k)"), {"k": key}
-            connection.commit()
-        except BaseException:
-            connection.close()
-            raise
-        if not taken:
-            connection.close()
+    def __init__(self, url: str, backend: str, key: str) -> None:
+        self.url = url
+        self.backend = backend
+        self.key = key
+        self.connection = None
+
+    def _statements(self):
+        import sqlalchemy
+
+        if self.backend == "postgresql":
+            number = int.from_bytes(hashlib.sha1(self.key.encode()).digest()[:8], "big", signed=True)
+            return (sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), sqlalchemy.text("SELECT pg_advisory_unlock(:k)"),
+                    {"k": number})
+        return sqlalchemy.text("SELECT GET_LOCK(:k, 0)"), sqlalchemy.text("SELECT RELEASE_LOCK(:k)"), {"k": self.key}
+
+    def _close(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception as error:  # noqa: BLE001 -- the connection is dropped either way
+                log.debug("Closing a study-lock connection failed: %s", error)
+
+    def try_acquire(self):
+        """Take the lock without waiting; return its release function, or None when another holds it."""
+        from .storage import retry_transient
+
+        take, _, parameters = self._statements()
+
+        def attempt() -> bool:
+            if self.connection is None:
+                self.connection = _lock_engine(self.url).connect()
+            try:
+                value = self.connection.execute(take, parameters).scalar()
+                self.connection.commit()
+            except BaseException:
+                self._close()
+                raise
+            return bool(value) if self.backend == "postgresql" else value == 1
+
+        if not retry_transient(attempt, "taking the study lock"):
             return None
-        return connection, unlock
+        return self.release
 
-    held = retry_transient(connect_and_try, "taking the study lock")
-    if held is None:
-        return None
-    connection, (statement, parameters) = held
-
-    def release() -> None:
+    def release(self) -> None:
+        _, unlock, parameters = self._statements()
         try:
-            connection.execute(statement, parameters)
-            connection.commit()
+            self.connection.execute(unlock, parameters)
+            self.connection.commit()
         except Exception as error:  # noqa: BLE001 -- closing the connection releases the lock anyway
             log.warning("Releasing the study lock failed (%s); closing its connection releases it.", type(error).__name__)
-        finally:
-            connection.close()
-
-    return release
+            self._close()
 
 
 _STUDY_LOCKS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

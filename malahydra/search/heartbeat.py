@@ -55,21 +55,25 @@ def _unix_time(moment: datetime) -> float:
 class Heartbeat:
     """Context manager: a thread that writes heartbeats of `trial_ids` until the block ends.
 
-    A trial finished in the meantime is dropped from the set. Storage errors are logged and the thread goes
-    on; the next beat may succeed.
+    The first beat is written on entering, unless `beat_at_start` is False, and then one
+    every `interval` seconds. A trial finished in the meantime is dropped from the set.
+    Storage errors are logged and the thread goes on; the next beat may succeed.
     """
 
-    def __init__(self, storage: BaseStorage, trial_ids: Iterable[int], interval: float) -> None:
+    def __init__(self, storage: BaseStorage, trial_ids: Iterable[int], interval: float,
+                 beat_at_start: bool = True) -> None:
         self.storage = storage
         self.trial_ids = set(trial_ids)
         self.interval = float(interval)
+        self.beat_at_start = beat_at_start
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors = 0
 
     def __enter__(self) -> "Heartbeat":
         if self.interval > 0 and self.trial_ids:
-            self.beat()
+            if self.beat_at_start:
+                self.beat()
             self._thread = threading.Thread(target=self._run, name="malahydra-heartbeat", daemon=True)
             self._thread.start()
         return self

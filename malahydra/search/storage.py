@@ -7,6 +7,14 @@ only ever contain the variable's name or the URL with its password masked.
 Jobs find the study through a storage reference, a string that is safe to write into
 their config: `sqlite:<absolute path>`, `journal:<absolute path>`, `env:<VARIABLE>` or
 `memory:<study name>`.
+
+An SQLite file on a local file system is switched to write-ahead logging
+(`PRAGMA journal_mode=WAL`) with `PRAGMA synchronous=NORMAL`: a commit then appends to
+the `-wal` file beside the database without waiting for the disk, which saves tens of
+milliseconds per trial. An operating-system crash or power loss may lose the last
+commits, but not the consistency of the file; a crash of a driver loses nothing. WAL
+needs memory shared by all processes that open the file, so a file on a network file
+system (see `NETWORK_FILE_SYSTEMS`) keeps SQLite's default rollback journal.
 """
 
 import logging
@@ -69,7 +77,8 @@ def open_storage(reference: str) -> BaseStorage:
     kind, _, value = reference.partition(":")
     if kind == "sqlite":
         Path(value).parent.mkdir(parents=True, exist_ok=True)
-        return _open_database(f"sqlite:///{value}", {"connect_args": {"timeout": 60}}, f"SQLite file {value}")
+        pragmas = SQLITE_LOCAL_PRAGMAS if on_local_file_system(Path(value)) else ()
+        return _open_database(f"sqlite:///{value}", {"connect_args": {"timeout": 60}}, f"SQLite file {value}", pragmas)
     if kind == "journal":
         Path(value).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(value))
@@ -87,16 +96,49 @@ def database_url(variable: str) -> str:
     if not url:
         raise StorageConfigError(
             f"Environment variable {variable} is not set; export it with the database URL, "
-            f"e.g. {variable}=postgresql://user:password@host/database."
+            f"e.g. {variable}=postgresql+psycopg2://user:password@host/database."
         )
+    check_database_url(url, variable)
     return url
 
 
-def _open_database(url: str, engine_kwargs: dict, description: str) -> BaseStorage:
+def check_database_url(url: str, variable: str) -> None:
+    """Reject a URL that SQLAlchemy cannot parse or whose database driver is not installed."""
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    examples = "postgresql+psycopg2://user:password@host/database or mysql+pymysql://user:password@host/database"
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        # The text is not shown, because it may contain a password.
+        raise StorageConfigError(
+            f"Environment variable {variable} does not contain a database URL; set it to e.g. {examples}."
+        ) from None
+    try:
+        dialect = parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise StorageConfigError(
+            f"Unsupported database URL scheme {parsed.drivername!r} in {variable}; use e.g. {examples}."
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        raise StorageConfigError(
+            f"The database driver of the URL scheme {parsed.drivername!r} in {variable} is not installed "
+            f"({error}); install it, or use postgresql+psycopg2:// (pip install psycopg2-binary) or "
+            "mysql+pymysql:// (pip install pymysql)."
+        ) from None
+
+
+def _open_database(url: str, engine_kwargs: dict, description: str, pragmas: tuple[str, ...] = ()) -> BaseStorage:
     from optuna.storages import _CachedStorage
 
     def connect() -> RDBStorage:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=None)
+        storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=None)
+        if pragmas:
+            _run_on_connect(storage.engine, pragmas)
+        return storage
 
     try:
         storage = retry_transient(connect, f"opening {description}")
@@ -105,6 +147,61 @@ def _open_database(url: str, engine_kwargs: dict, description: str) -> BaseStora
             raise
         raise connection_error(error, url, description) from None
     return RetryingStorage(_CachedStorage(storage))
+
+
+# -- SQLite settings ----------------------------------------------------------------------
+
+SQLITE_LOCAL_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
+# File system types (as in /proc/mounts) whose files other hosts may open too.
+NETWORK_FILE_SYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "glusterfs", "9p", "afs",
+    "panfs", "pvfs2", "orangefs", "ocfs2", "gfs2",
+})
+
+
+def file_system_type(path: Path, mounts: str = "/proc/mounts") -> str | None:
+    """Return the type of the file system that contains `path`, or None when /proc/mounts is unreadable."""
+    try:
+        lines = Path(mounts).read_text().splitlines()
+    except OSError:
+        return None
+    target = path.resolve()
+    best, best_type = None, None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # /proc/mounts writes a space in a mount point as \040.
+        mount_point = Path(fields[1].replace("\\040", " "))
+        if (target == mount_point or mount_point in target.parents) and (
+                best is None or len(mount_point.parts) >= len(best.parts)):
+            best, best_type = mount_point, fields[2]
+    return best_type
+
+
+def on_local_file_system(path: Path, mounts: str = "/proc/mounts") -> bool:
+    """Return whether `path` lies on a local file system; False when /proc/mounts is unreadable."""
+    kind = file_system_type(path, mounts)
+    if kind is None:
+        return False
+    return kind not in NETWORK_FILE_SYSTEMS and not kind.startswith("fuse")
+
+
+def _run_on_connect(engine: Any, statements: tuple[str, ...]) -> None:
+    """Run `statements` on every new DBAPI connection of `engine`, including the pooled ones."""
+    import sqlalchemy
+
+    def configure(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        try:
+            for statement in statements:
+                cursor.execute(statement)
+        finally:
+            cursor.close()
+
+    sqlalchemy.event.listen(engine, "connect", configure)
+    # Connections that RDBStorage opened to create the tables predate the listener.
+    engine.dispose()
 
 
 def connection_error(error: BaseException, url: str, description: str) -> StorageConnectionError:
@@ -255,8 +352,12 @@ def load_or_create_study(
         return optuna.create_study(storage=open_storage(reference), study_name=study_name, direction=direction,
                                    sampler=sampler, pruner=pruner, load_if_exists=True)
 
-    with StudyLock(reference, "schema"):
-        study = retry_transient(create, f"loading study {study_name!r}")
+    schema_lock = StudyLock(reference, "schema")
+    try:
+        with schema_lock:
+            study = retry_transient(create, f"loading study {study_name!r}")
+    finally:
+        schema_lock.close()
     register_study_lock(study, StudyLock(reference, study_name))
     if study.direction.name.lower() != direction:
         raise StorageConfigError(

@@ -48,27 +48,35 @@ def driver_alive_here(identity: str | None) -> bool:
     return driver_is_alive(identity)
 
 
-def stale_trials(study: optuna.Study, grace_period: float, now: float | None = None) -> list[tuple[FrozenTrial, float]]:
-    """Return the RUNNING trials whose heartbeat is older than `grace_period` seconds, with their age."""
+def stale_trials(study: optuna.Study, grace_period: float, now: float | None = None,
+                 running: list[FrozenTrial] | None = None) -> list[tuple[FrozenTrial, float]]:
+    """Return the RUNNING trials whose heartbeat is older than `grace_period` seconds, with their age.
+
+    `running` is the study's RUNNING trials when the caller has just read them; else they are read here.
+    """
     now = time.time() if now is None else now
     stale = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    if running is None:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in running:
         age = heartbeat_age(trial, now)
         if age is not None and age > grace_period and not driver_alive_here(trial.user_attrs.get("driver")):
             stale.append((trial, age))
     return stale
 
 
-def repair_stale_trials(study: optuna.Study, lock, grace_period: float, max_retries: int) -> list[Repair]:
+def repair_stale_trials(study: optuna.Study, lock, grace_period: float, max_retries: int,
+                        running: list[FrozenTrial] | None = None) -> list[Repair]:
     """Fail every stale trial and requeue its parameters, at most `max_retries` times per configuration.
 
     The whole step holds the study `lock` (a `claims.StudyLock`), and each trial is read
     again under it, so drivers and `malahydra study requeue` running at the same time
-    repair each trial once.
+    repair each trial once. A caller that already holds the lock may pass the RUNNING
+    trials it read under it as `running`.
     """
     repairs = []
     with lock:
-        for trial, age in stale_trials(study, grace_period):
+        for trial, age in stale_trials(study, grace_period, running=running):
             repair = _repair(study, trial, age, max_retries)
             if repair is not None:
                 repairs.append(repair)
@@ -239,7 +247,11 @@ def run_study_command(args) -> int:
     if args.study_command == "requeue":
         if args.max_retries < 0:
             raise StorageConfigError(f"Invalid --max-retries {args.max_retries}; expected an integer >= 0.")
-        repairs = repair_stale_trials(study, StudyLock(reference, args.study), args.grace_period, args.max_retries)
+        lock = StudyLock(reference, args.study)
+        try:
+            repairs = repair_stale_trials(study, lock, args.grace_period, args.max_retries)
+        finally:
+            lock.close()
         for repair in repairs:
             outcome = f"requeued as trial {repair.retry_number}" if repair.retry_number is not None else "FAIL for good"
             print(f"trial {repair.number}: no heartbeat for {repair.age_s:.0f} s, {outcome}")
