@@ -2,6 +2,7 @@
 
     malahydra observables Be_snapshot0.out.npy Be_snapshot1.out.npy [--json]
     malahydra study status --url-env MALAHYDRA_POSTGRESQL_URL --study malahydra
+    malahydra report outputs/sweeps/train
 """
 
 from __future__ import annotations
@@ -90,7 +91,31 @@ def build_parser() -> argparse.ArgumentParser:
     from malahydra.search.study_admin import add_study_commands
 
     add_study_commands(commands)
+
+    report = commands.add_parser(
+        "report",
+        help="rebuild the result files, best_config.yaml and plots of a search and print its best trials",
+        description="Read the study of a sweep directory (storage and study name from its multirun.yaml) "
+        "and rewrite optimization_results.yaml, trials.csv, best_config.yaml and the PNG plots there. "
+        "The study is only read, so this also works while the search runs.",
+    )
+    report.add_argument("sweep_dir", metavar="SWEEP_DIR", type=Path, help="hydra.sweep.dir of a `python train.py -m` run")
+    report.add_argument("--top", type=int, default=5, help="number of best trials in the printed table (default 5)")
+    report.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
+    report.set_defaults(handler=run_report)
     return parser
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from malahydra.search.report import ReportError, report_sweep
+
+    if args.top < 1:
+        raise ReportError(f"Invalid --top {args.top}; expected an integer >= 1.")
+    report = report_sweep(args.sweep_dir, top=args.top, plots=not args.no_plots)
+    for note in report.notes:
+        print(f"Note: {note}")
+    print(report.text())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

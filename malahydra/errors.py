@@ -1,5 +1,9 @@
 """Exceptions whose message is meant for the user as it is: one sentence, value and fix."""
 
+import os
+import sys
+from typing import NoReturn
+
 
 class MalahydraError(Exception):
     """An input or state problem the user can fix; the entry points print only its message."""
@@ -15,3 +19,14 @@ class ConfigurationError(MalahydraError):
 
 class CheckpointError(MalahydraError):
     """A checkpoint does not fit the configured run."""
+
+
+def exit_with_message(error: BaseException) -> NoReturn:
+    """End the program with `error` as one line "Error: ..." and exit status 1.
+
+    With HYDRA_FULL_ERROR=1 the error is raised again instead, so its traceback shows.
+    """
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise error
+    print(f"Error: {error}", file=sys.stderr)
+    sys.exit(1)

@@ -28,7 +28,8 @@ def test_local_preset_runs_jobs_in_parallel(tmp_path: Path, be2_dir: Path) -> No
     completed = subprocess.run(
         [
             sys.executable, str(TRAIN_SCRIPT), "-m", f"hydra.sweep.dir={sweep_dir}", f"data.dir={be2_dir}",
-            "cluster=local", "hyper_opt_method=random", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+            "cluster=local", "hyper_opt_method=random", "training.learning_rate=choice(1e-3,2e-3)",
+            "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
             "training.max_epochs=10", "training.physics_every_epoch=false", "training.mini_batch_size=8",
         ],
         cwd=tmp_path, env=app_env(), capture_output=True, text=True, timeout=TIMEOUT_S,

@@ -60,7 +60,7 @@ def test_non_choice_rejected(tmp_path):
     run = run_sweep(QUADRATIC_APP, tmp_path / "sweep", "hyper_opt_method=oat", "activation=choice(ReLU, Sigmoid)")
 
     assert run.returncode == 1
-    assert "The OAT method needs choice(...) for every parameter, but 'x' is a range or interval" in run.stderr
+    assert "The OAT method needs choice(...) for every parameter, but 'x' is an interval from -1 to 1" in run.stderr
     assert "Traceback" not in run.stderr
 
 

@@ -142,14 +142,14 @@ def test_unknown_sampler_one_line_error(tmp_path):
     run = run_sweep(QUADRATIC_APP, tmp_path / "sweep", "hydra.sweeper.sampler=cmaes")
 
     assert run.returncode == 1
-    assert run.stderr.splitlines()[0] == "Unknown sampler 'cmaes'; use one of tpe, random, grid (hydra.sweeper.sampler)."
+    assert run.stderr.splitlines()[0] == "Error: Unknown sampler 'cmaes'; use one of tpe, random, grid (hydra.sweeper.sampler)."
 
 
 def test_malformed_params_entry_one_line_error(tmp_path):
     run = run_sweep(QUADRATIC_APP, tmp_path / "sweep", "hydra.sweeper.params.x='interval(1)'")
 
     assert run.returncode == 1
-    assert run.stderr.startswith("Invalid sweep override 'x=interval(1)' (hydra.sweeper.params.x)")
+    assert run.stderr.startswith("Error: Invalid sweep override 'x=interval(1)' (hydra.sweeper.params.x)")
     assert "Traceback" not in run.stderr
 
 
@@ -167,7 +167,7 @@ def test_missing_key_keeps_study(tmp_path):
     run = run_sweep(QUADRATIC_APP, sweep_dir, SEED, "nope=choice(1,2)")
 
     assert run.returncode == 1
-    assert run.stderr.splitlines()[0].startswith("Search-space key(s) nope not found in the config")
+    assert run.stderr.splitlines()[0].startswith("Error: Search-space key(s) nope not found in the config")
     assert states(load_trials("sqlite", sweep_dir)) == {"COMPLETE": 2}
 
 
@@ -196,7 +196,7 @@ def test_grid_rejects_interval(tmp_path):
     run = run_sweep(QUADRATIC_APP, tmp_path / "sweep", "hyper_opt_method=grid")
 
     assert run.returncode == 1
-    assert run.stderr.startswith("The grid sampler cannot enumerate 'x', an interval")
+    assert run.stderr.startswith("Error: The grid sampler cannot enumerate 'x', an interval")
 
 
 def test_random_sampler_range_values(tmp_path):
@@ -268,12 +268,13 @@ def test_batches_stop_at_budget(tmp_path):
     assert run.stdout.count("Launching 2 jobs locally") == 1
 
 
-def test_empty_space_warns(tmp_path):
+def test_empty_space_rejected(tmp_path):
     run = run_sweep(QUADRATIC_APP, tmp_path / "sweep", "~hydra.sweeper.params.x", "~hydra.sweeper.params.y",
                     "hydra.sweeper.n_trials=2")
 
-    assert run.returncode == 0, run.stderr
-    assert "The search space is empty" in run.stdout
+    assert run.returncode == 1
+    assert run.stderr.startswith("Error: The search space is empty, so the tpe search has nothing to vary")
+    assert not (tmp_path / "sweep" / "optuna.db").exists()
 
 
 def test_killed_job_fails_under_submitit(tmp_path):

@@ -28,7 +28,7 @@ class NaswotConf:
     # direction; hydra.sweeper.direction stays the direction of the train_top_k trainings.
     select: str = "largest"
     # Candidates scored by one job, so that job start-up (imports, data loading) is shared.
-    candidates_per_job: int = 128
+    candidates_per_job: int = 1024
     # Train this many of the best-scoring candidates afterwards (0: none).
     train_top_k: int = 0
 
@@ -58,6 +58,9 @@ class MalahydraSweeperConf:
     metric_key: str = "training.metric"
 
     study_name: str = "malahydra"
+    # Draw the PNG plots into the sweep directory when the sweep ends (about 1.5 s, most
+    # of it importing matplotlib). `malahydra report SWEEP_DIR` draws them at any time.
+    plots: bool = True
     # Budget: the number of COMPLETE trials the study should hold, counted in the storage
     # over all drivers, so a re-run of the same command continues up to the same budget.
     # null means the grid size for the grid sampler and is an error otherwise.

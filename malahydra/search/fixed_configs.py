@@ -113,10 +113,13 @@ def require_choices(space: Sequence[Any], method: str) -> None:
 def raise_non_choice(parameter: Any, method: str) -> None:
     from .space import SearchSpaceError
 
+    distribution = parameter.distribution
+    kind = "an interval" if parameter.grid_values is None else "a range"
+    low, high = distribution.low, distribution.high
     raise SearchSpaceError(
-        f"The {method} method needs choice(...) for every parameter, but '{parameter.override_key}' is a "
-        f"range or interval ({parameter.distribution}); write it as choice(...) with the values to try, "
-        f"e.g. {parameter.name}=choice(10, 50, 100)."
+        f"The {method} method needs choice(...) for every parameter, but '{parameter.override_key}' is {kind} "
+        f"from {low:g} to {high:g}; write it as choice(...) with the values to try, "
+        f"e.g. {parameter.name}=choice({low:g}, {high:g})."
     )
 
 

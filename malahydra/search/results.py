@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
+
+# libyaml's emitter, where PyYAML was built with it: the summary of a 512-candidate NASWOT
+# search took 0.3 s to write with the pure-Python SafeDumper. Both write the same YAML.
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 from optuna.trial import FrozenTrial, TrialState
 
 RESULTS_FILE = "optimization_results.yaml"
@@ -104,7 +108,7 @@ def write_results(
 ) -> None:
     """Write both result files atomically, so a killed driver leaves the previous ones intact."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    _replace(sweep_dir / RESULTS_FILE, yaml.safe_dump(_plain(summary), sort_keys=False))
+    _replace(sweep_dir / RESULTS_FILE, yaml.dump(_plain(summary), Dumper=_YAML_DUMPER, sort_keys=False))
 
     columns, rows = trial_rows(trials, sweep_dir, extra_columns)
     table = io.StringIO()

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from malahydra.cluster import read_job_info
 
-from . import results
+from . import report, results
 from .claims import first_job_index, stagger_start, study_lock
 from .errors import SearchConfigError, SweepStopped
 from .fixed_configs import method_for
@@ -37,7 +37,7 @@ from .space import (
     missing_keys,
     parse_overrides,
 )
-from .heartbeat import Heartbeat, last_heartbeat
+from .heartbeat import Heartbeat, last_heartbeat, write_heartbeat
 from .storage import describe_storage, load_or_create_study, storage_reference
 from .study_admin import LivenessSettings, repair_stale_trials, retarget_trial_number
 from .trial_context import RESULT_FILE, ResultRecordingTask, read_result_record
@@ -59,6 +59,9 @@ from .trials import (
 log = logging.getLogger(__name__)
 
 METRICS = ("ldos", "band_energy", "fermi_energy")
+# Seconds between two looks at the study while a driver has nothing to run and waits for
+# the trials of other drivers. Each look takes the study lock and reads the trials.
+IDLE_POLL_S = 2.0
 _STATE_OF_OUTCOME = {"complete": TrialState.COMPLETE, "fail": TrialState.FAIL, "pruned": TrialState.PRUNED}
 
 
@@ -74,6 +77,9 @@ class PendingTrial:
     # Trial number whose directory and seeds the trial uses: its own, or for a retry the
     # original trial's, so that the retry resumes from the original's checkpoint.
     home: int = -1
+    # The optuna.Trial from ask (or built once for a reclaimed trial). Keeping it saves
+    # two storage reads per use: looking the id up by number and reading the trial back.
+    trial: Any = None
 
 
 class SearchSweeper:
@@ -86,6 +92,8 @@ class SearchSweeper:
         self.batches = 0
         self.started_at = time.time()
         self.method = None
+        # optuna.Trial objects of the batch that runs, by trial number (see PendingTrial.trial).
+        self._batch_trials: dict[int, optuna.Trial] = {}
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context = hydra_context
@@ -98,6 +106,8 @@ class SearchSweeper:
 
     def sweep(self, arguments: list[str]) -> dict:
         self._prepare(arguments)
+        self.progress = report.SweepProgress(self.settings["direction"], self.budget,
+                                             self.study.get_trials(deepcopy=False))
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
 
@@ -111,7 +121,9 @@ class SearchSweeper:
                         self.method.run_batch(self, batch)
                     else:
                         self._run_batch(batch)
-                self._check_failures(self._write_results())
+                summary = self._write_results()
+                self._report_batch(summary)
+                self._check_failures(summary)
                 batch = self._next_batch()
             # A fixed-configuration method may enqueue a follow-up (OAT's confirmation trial).
             if self.method is None or not self.method.finish(self):
@@ -121,6 +133,7 @@ class SearchSweeper:
         log.info("Study %r finished: %d COMPLETE, %d FAIL, %d PRUNED; best value %s (trial %s).",
                  self.study_name, summary["n_complete"], summary["n_failed"], summary["n_pruned"],
                  summary["best_value"], summary["best_trial_number"])
+        report.final_report(self, summary)
         return summary
 
     # -- preparation -----------------------------------------------------------------
@@ -132,6 +145,8 @@ class SearchSweeper:
         self.method = method_for(s)
         sweeps, fixed = parse_overrides(s.get("params") or {}, arguments)
         self.space = build_search_space(sweeps)
+        if not self.space:
+            raise SearchSpaceError(empty_space_message(s["sampler"]))
         if self.method is not None:
             self.space = self.method.prepare(self.space)
         self.fixed = [override.input_line for override in fixed]
@@ -141,9 +156,6 @@ class SearchSweeper:
                 f"Search-space key(s) {', '.join(absent)} not found in the config; check the spelling, "
                 "give the list a base value long enough for the index, or prefix the key with + to add it."
             )
-        if not self.space:
-            log.warning("The search space is empty: every trial trains the same configuration with its own "
-                        "seed. Set hydra.sweeper.params, pass key=choice(...) or choose sweeps=mala_standard.")
         if self.method is not None:
             self.budget = self.method.budget
         else:
@@ -180,23 +192,32 @@ class SearchSweeper:
         With nothing to run while trials of other drivers still run below the budget, wait
         for them: one may lose its driver and need a retry.
         """
+        self._batch_trials.clear()
         while True:
             with self.lock:
+                # One read of the trials serves all three steps while nothing changes them.
+                trials = self.study.get_trials(deepcopy=False)
+                running = [trial for trial in trials if trial.state == TrialState.RUNNING]
                 # Trials of dead drivers on this host first: they rerun in place, without a FAIL trial.
-                batch = self._reclaim_orphans()
-                repair_stale_trials(self.study, self.lock, self.liveness.grace_period, self.liveness.max_retries)
-                batch = batch or self._ask_batch()
+                batch, touched = self._reclaim_orphans(running)
+                repairs = repair_stale_trials(self.study, self.lock, self.liveness.grace_period,
+                                              self.liveness.max_retries,
+                                              running=[trial for trial in running if trial.number not in touched])
+                if not batch:
+                    batch = self._ask_batch(None if touched or repairs else trials)
             if batch or not self._others_running():
                 return batch
-            time.sleep(min(5.0, self.liveness.heartbeat_interval))
+            time.sleep(min(IDLE_POLL_S, self.liveness.heartbeat_interval))
 
     def _others_running(self) -> bool:
         counts = self._counts()
         return counts[TrialState.RUNNING] > 0 and counts[TrialState.COMPLETE] < self.budget
 
     def _heartbeat(self, batch: list[PendingTrial]) -> Heartbeat:
-        trial_ids = [self._running_trial(trial.number)._trial_id for trial in batch]
-        return Heartbeat(self.study._storage, trial_ids, self.liveness.heartbeat_interval)
+        # No beat at the start: an asked or popped trial's start time (datetime_start) is
+        # its first heartbeat, and _reclaim_orphans beats a reclaimed trial when it takes it.
+        trial_ids = [trial.trial._trial_id for trial in batch]
+        return Heartbeat(self.study._storage, trial_ids, self.liveness.heartbeat_interval, beat_at_start=False)
 
     def _is_orphan(self, trial: optuna.trial.FrozenTrial, reclaim_all: bool) -> bool:
         owner = trial.user_attrs.get("driver")
@@ -209,52 +230,66 @@ class SearchSweeper:
             return beat is None or beat < self.started_at
         return not driver_is_alive(owner)
 
-    def _reclaim_orphans(self) -> list[PendingTrial]:
+    def _reclaim_orphans(self, running: list[optuna.trial.FrozenTrial]) -> tuple[list[PendingTrial], set[int]]:
+        """Take over the orphans among the `running` trials; return their batch and the numbers of all changed trials."""
         reclaim_all = bool(self.settings.get("reclaim_running_trials"))
         pending = []
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        touched: set[int] = set()
+        for trial in running:
             if not self._is_orphan(trial, reclaim_all):
                 continue
+            touched.add(trial.number)
             if set(trial.params) != {p.name for p in self.space}:
                 self.study.tell(trial.number, state=TrialState.FAIL)
                 log.warning("Trial %d was left RUNNING with another search space; marked FAIL.", trial.number)
                 continue
             retries = int(trial.user_attrs.get("retries", 0))
+            running = optuna.Trial(self.study, trial._trial_id)
             if retries >= self.liveness.max_retries:
                 reason = f"driver stopped {retries + 1} times; not retried, max_retries={self.liveness.max_retries} reached"
-                self._running_trial(trial.number).set_user_attr("fail_reason", reason)
-                self.study.tell(trial.number, state=TrialState.FAIL)
+                running.set_user_attr("fail_reason", reason)
+                self.study.tell(running, state=TrialState.FAIL)
                 log.warning("Trial %d FAIL for good: %s.", trial.number, reason)
                 continue
             log.info("Trial %d was left RUNNING by a stopped driver; running it again in its directory.", trial.number)
-            self._running_trial(trial.number).set_user_attr("retries", retries + 1)
-            pending.append(self._pending(trial.number, dict(trial.params)))
-        return pending
+            write_heartbeat(self.study._storage, trial._trial_id)
+            running.set_user_attr("retries", retries + 1)
+            pending.append(self._pending(running, dict(trial.params)))
+        return pending, touched
 
-    def _ask_batch(self) -> list[PendingTrial]:
-        counts = self._counts()
+    def _ask_batch(self, trials: list[optuna.trial.FrozenTrial] | None = None) -> list[PendingTrial]:
+        """Ask for the trials that the budget allows; `trials` is the study's trials if just read under the lock."""
+        if trials is None:
+            trials = self.study.get_trials(deepcopy=False)
+        counts = _count_states(trials)
         size = trials_to_launch(self.budget, counts[TrialState.COMPLETE], counts[TrialState.RUNNING],
                                 int(self.settings["n_jobs"]))
         if self.method is not None:
             size = self.method.batch_size(self.study, int(self.settings["n_jobs"]))
         batch = []
         distributions = {p.name: p.distribution for p in self.space}
+        # The sampler's seed is the number of trials in the study before each ask. Every
+        # process that adds trials holds the study lock, as this one does now, so the count
+        # read above stays exact: a new trial gets the next number, a popped WAITING trial
+        # adds none.
+        n_trials = len(trials)
         for _ in range(size):
-            # Fixed-configuration methods only pop enqueued trials, and counting the trials
-            # reads all of them, which made a 512-candidate NASWOT sweep quadratic in time.
             if self.method is None:
-                self.study.sampler = self._sampler_for(len(self.study.get_trials(deepcopy=False)))
+                self.study.sampler = self._sampler_for(n_trials)
             trial = self.study.ask(distributions)
-            batch.append(self._pending(trial.number, dict(trial.params)))
+            n_trials = max(n_trials, trial.number + 1)
+            batch.append(self._pending(trial, dict(trial.params)))
         return batch
 
-    def _pending(self, number: int, params: dict) -> PendingTrial:
+    def _pending(self, running: optuna.Trial, params: dict) -> PendingTrial:
         s = self.settings
         repeats = int(s["number_training_per_trial"])
         report = s["pruner"] != "none"
-        running = self._running_trial(number)
-        home = int(running.user_attrs.get("trial_dir", number))
-        pending = PendingTrial(number, params, started=time.perf_counter(), home=home)
+        number = running.number
+        # The trial as read when it was asked or reclaimed; Trial.user_attrs would read it again.
+        home = int(running._cached_frozen_trial.user_attrs.get("trial_dir", number))
+        pending = PendingTrial(number, params, started=time.perf_counter(), home=home, trial=running)
+        self._batch_trials[number] = running
         for repeat in range(repeats):
             seed = None if s.get("seed_key") is None else derived_seed(s["seed"] or 0, home, repeat)
             pending.seeds.append(seed)
@@ -271,7 +306,10 @@ class SearchSweeper:
         return pending
 
     def _running_trial(self, number: int) -> optuna.Trial:
-        # Optuna has no public lookup of a trial by number; orphans come back by number.
+        """Return the optuna.Trial of a trial of the current batch, else read it by number."""
+        if number in self._batch_trials:
+            return self._batch_trials[number]
+        # Optuna has no public lookup of a trial by number.
         trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
         return optuna.Trial(self.study, trial_id)
 
@@ -296,9 +334,9 @@ class SearchSweeper:
     def _record_cluster_job(self, trial: PendingTrial, job_dir: Path) -> None:
         """Store the cluster job id and log file of a trial's first job, when it ran as one."""
         info = read_job_info(job_dir)
-        if not info or self.study._storage.get_trial(self._running_trial(trial.number)._trial_id).state != TrialState.RUNNING:
+        if not info or self.study._storage.get_trial(trial.trial._trial_id).state != TrialState.RUNNING:
             return
-        running = self._running_trial(trial.number)
+        running = trial.trial
         running.set_user_attr("cluster_job_id", str(info.get("job_id")))
         if info.get("stderr"):
             running.set_user_attr("cluster_log", str(info["stderr"]))
@@ -315,29 +353,35 @@ class SearchSweeper:
         return [job_outcome_from_return(r.status.name, r._return_value) for r in returns]
 
     def _tell(self, trial: PendingTrial, outcome: TrialOutcome) -> None:
-        running = self._running_trial(trial.number)
-        if self.study._storage.get_trial(running._trial_id).state != TrialState.RUNNING:
+        running = trial.trial or self._running_trial(trial.number)
+        try:
+            # Every storage rejects a write to a finished trial, so the first write doubles
+            # as the check that no other process has finished the trial meanwhile.
+            running.set_user_attr("repeat_values", list(outcome.repeat_values))
+        except optuna.exceptions.UpdateFinishedTrialError:
             log.warning("Trial %d was finished by another process while it ran here (its heartbeat was lost); "
                         "this driver's outcome %s is dropped.", trial.number, outcome.state)
             return
-        running.set_user_attr("repeat_values", list(outcome.repeat_values))
         duration = time.perf_counter() - trial.started
         running.set_user_attr("duration_s", round(duration, 3))
         if outcome.reason:
             running.set_user_attr(f"{outcome.state}_reason", outcome.reason)
 
         state = _STATE_OF_OUTCOME[outcome.state]
-        self.study.tell(trial.number, outcome.value if state == TrialState.COMPLETE else None, state=state)
+        self.study.tell(running, outcome.value if state == TrialState.COMPLETE else None, state=state)
+        params = report.params_text(trial.params)
         if state == TrialState.COMPLETE:
-            log.info("Trial %d COMPLETE: value %.6g (%.1f s)", trial.number, outcome.value, duration)
+            self.progress.note(trial.number, outcome.value)
+            log.info("Trial %d COMPLETE: value %.6g (%.1f s), %s; %s", trial.number, outcome.value, duration,
+                     self.progress.best_text(), params)
         else:
-            log.warning("Trial %d %s: %s (%.1f s)", trial.number, state.name, outcome.reason, duration)
+            log.warning("Trial %d %s: %s (%.1f s), %s; %s", trial.number, state.name, outcome.reason, duration,
+                        self.progress.best_text(), params)
 
     # -- bookkeeping -----------------------------------------------------------------
 
     def _counts(self) -> dict:
-        trials = self.study.get_trials(deepcopy=False)
-        return {state: sum(t.state == state for t in trials) for state in TrialState}
+        return _count_states(self.study.get_trials(deepcopy=False))
 
     def _write_results(self) -> dict:
         trials = self.study.get_trials(deepcopy=False)
@@ -348,6 +392,12 @@ class SearchSweeper:
         results.write_results(summary, trials, self.sweep_dir, extra_columns=extra_columns)
         return summary
 
+    def _report_batch(self, summary: dict) -> None:
+        """Log the trial counts against the budget and rewrite best_config.yaml after a batch."""
+        self.progress.update(summary)
+        log.info("Study %r: %s; %s.", self.study_name, self.progress.counts_text(summary), self.progress.best_text())
+        self.progress.refresh_best_config(summary, self.sweep_dir)
+
     def _check_failures(self, summary: dict) -> None:
         rate = float(self.settings["max_failure_rate"])
         if failure_limit_exceeded(summary["n_failed"], self.budget, rate):
@@ -356,6 +406,13 @@ class SearchSweeper:
                 f"max_failure_rate={rate} of n_trials={self.budget}; see the fail_reason column of "
                 f"{self.sweep_dir / results.TRIALS_FILE}, fix the cause and run the same command to continue."
             )
+
+
+def _count_states(trials: Sequence[optuna.trial.FrozenTrial]) -> dict:
+    counts = dict.fromkeys(TrialState, 0)
+    for trial in trials:
+        counts[trial.state] += 1
+    return counts
 
 
 def validate_settings(settings: dict) -> None:
@@ -372,6 +429,17 @@ def validate_settings(settings: dict) -> None:
     for ok, key, expected in checks:
         if not ok:
             raise SearchConfigError(f"Invalid hydra.sweeper.{key}={settings.get(key)!r}; expected {expected}.")
+
+
+# A ready search space in sweeps/ that each method can run, for the empty-space message.
+READY_SPACES = {"oat": "mala_oat", "naswot": "mala_activations"}
+
+
+def empty_space_message(sampler: str) -> str:
+    return (
+        f"The search space is empty, so the {sampler} search has nothing to vary: set hydra.sweeper.params, "
+        f"pass key=choice(...) on the command line, or choose sweeps={READY_SPACES.get(sampler, 'mala_standard')}."
+    )
 
 
 def effective_budget(n_trials: int | None, sampler: str, space: Sequence[SearchParameter]) -> int:

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from malahydra.data.dataset import load_split
-from malahydra.errors import MalahydraError
+from malahydra.errors import CheckpointError, MalahydraError
 from malahydra.model.network import describe, network_from_config
 from malahydra.training import checkpoint
 from malahydra.training.metrics import METRIC_KEYS
@@ -59,6 +59,24 @@ def read_finished_metrics(output_dir: Path, max_epochs: int) -> dict[str, Any] |
     if metrics.get("stopped_early") or metrics.get("epochs_completed", 0) >= max_epochs:
         return metrics
     return None
+
+
+def check_finished_network(cfg: DictConfig, finished: dict[str, Any], output_dir: Path) -> None:
+    """Raise CheckpointError when the finished run in `output_dir` trained another network than `cfg.model`.
+
+    metrics.json names the network by its layer output widths and activations (see
+    `describe`), so the configured network is built with the same output width to compare.
+    """
+    trained = finished.get("network")
+    widths = [token for token in str(trained).split(" -> ") if token.isdigit()]
+    if not widths:
+        return
+    configured = describe(network_from_config(cfg.model, 1, int(widths[-1])))
+    if configured != trained:
+        raise CheckpointError(
+            f"The finished run in {output_dir} trained the network {trained}, not the configured {configured}: "
+            "restore the model settings it was trained with, or use a new output directory."
+        )
 
 
 @torch.no_grad()
@@ -102,6 +120,7 @@ def train(
     settings = TrainingSettings.from_config(cfg.training)
     finished = read_finished_metrics(output_dir, settings.max_epochs)
     if finished is not None:
+        check_finished_network(cfg, finished, output_dir)
         log.info("Run in %s already finished; objective %.6g (not retrained)", output_dir, finished["objective"])
         return finished
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from malahydra.data.dataset import DataSplit, lazy_batches
 from malahydra.errors import CheckpointError, ConfigurationError
@@ -148,6 +152,7 @@ class Trainer:
         # The shuffled point order of an epoch cut short by a signal, and where to go on.
         self.epoch_progress: dict[str, Any] | None = None
         self.signals: DeferredSignals | None = None
+        self.progress_bar: tqdm | None = None
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -259,9 +264,10 @@ class Trainer:
     def fit(self) -> TrainingResult:
         settings = self.settings
         metric_key = METRIC_KEYS[settings.metric]
-        with DeferredSignals() as self.signals:
+        with DeferredSignals() as self.signals, epoch_progress_bar(self.epoch, settings.max_epochs) as self.progress_bar:
             self._fit_epochs(metric_key)
         self.signals = None
+        self.progress_bar = None
         return TrainingResult(
             best_metrics=self.best_metrics,
             best_epoch=self.best_epoch,
@@ -297,6 +303,9 @@ class Trainer:
                 ", ".join(f"{k}={v:.6g}" for k, v in metrics.items() if k not in ("epoch", "seconds")),
                 metrics["seconds"],
             )
+            if self.progress_bar is not None:
+                self.progress_bar.set_postfix_str(f"{metric_key} {value:.4g}, best {self.best_value:.4g}", refresh=False)
+                self.progress_bar.update()
             patience = settings.early_stopping_patience
             self.stopped_early = patience > 0 and self.epochs_without_improvement >= patience
             last_epoch = self.stopped_early or self.epoch >= settings.max_epochs
@@ -310,3 +319,21 @@ class Trainer:
             if self.signals is not None and self.signals.requested:
                 self.save_latest()
                 self.signals.deliver()
+
+
+@contextlib.contextmanager
+def epoch_progress_bar(done: int, total: int) -> Iterator[tqdm]:
+    """Show a progress bar over the epochs on stderr while it is a terminal.
+
+    tqdm's `disable=None` turns the bar off when stderr is not a TTY, so batch jobs and
+    log files see only the per-epoch log lines. While the bar shows, log records to the
+    console go through tqdm, so they print above the bar instead of through it.
+    """
+    bar = tqdm(total=total, initial=done, unit="epoch", desc="Training", file=sys.stderr, disable=None,
+               leave=False, dynamic_ncols=True)
+    with bar:
+        if bar.disable:
+            yield bar
+        else:
+            with logging_redirect_tqdm():
+                yield bar
