@@ -14,6 +14,7 @@ import yaml
 
 from db_helpers import TEST_PASSWORD, files_containing, postgresql_url  # noqa: F401 -- fixture
 from sweeper_apps.runner import QUADRATIC_APP, REPO, TRAIN_SCRIPT, app_env, run_sweep
+from malahydra.search import report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SAMPLER_PLOTS = ["optimization_history.png", "param_importances.png", "training_curves.png"]
@@ -233,3 +234,27 @@ def test_report_module_import_is_light():
     code = "import sys, malahydra.search.report; print('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_best_config_rewritten_only_on_new_best(tmp_path):
+    for number, rate in ((0, 0.1), (1, 0.2)):
+        hydra_dir = tmp_path / str(number) / ".hydra"
+        hydra_dir.mkdir(parents=True)
+        (hydra_dir / "config.yaml").write_text(f"training:\n  learning_rate: {rate}\ntrial:\n  number: {number}\n")
+    progress = report.SweepProgress("minimize", budget=4)
+    summary = {"study_name": "s", "best_trial_number": 0, "best_value": 1.0, "best_trial_dir": str(tmp_path / "0")}
+    best_config = tmp_path / report.BEST_CONFIG_FILE
+
+    progress.refresh_best_config(summary, tmp_path)
+    first = best_config.read_text()
+    best_config.write_text(first + "# edited\n")
+    progress.refresh_best_config(dict(summary), tmp_path)
+
+    assert "learning_rate: 0.1" in first
+    assert "trial:" not in first
+    assert best_config.read_text().endswith("# edited\n")
+
+    progress.refresh_best_config({**summary, "best_trial_number": 1, "best_value": 0.5,
+                                  "best_trial_dir": str(tmp_path / "1")}, tmp_path)
+
+    assert "learning_rate: 0.2" in best_config.read_text()

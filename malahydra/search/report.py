@@ -52,6 +52,8 @@ class SweepProgress:
         self.best_value: float | None = None
         self.best_number: int | None = None
         self.last_warning: str | None = None
+        # best_trial_key of the summary whose best_config.yaml was last written.
+        self.best_config_key: tuple | None = None
         for trial in trials:
             if trial.state == TrialState.COMPLETE and trial.value is not None:
                 self.note(trial.number, trial.value)
@@ -76,14 +78,29 @@ class SweepProgress:
         return counts_text(summary, self.budget)
 
     def refresh_best_config(self, summary: dict, sweep_dir: Path) -> None:
-        """Rewrite best_config.yaml; log a failure as a warning, each distinct one once."""
+        """Rewrite best_config.yaml when the best trial changed; log a failure as a warning, each distinct one once."""
+        key = best_trial_key(summary)
+        if key == self.best_config_key and (Path(sweep_dir) / BEST_CONFIG_FILE).is_file():
+            return
         try:
-            write_best_config(summary, sweep_dir)
+            if write_best_config(summary, sweep_dir) is not None:
+                self.best_config_key = key
         except (ReportError, OSError, ValueError) as error:
             message = f"{BEST_CONFIG_FILE} not written: {error}"
             if message != self.last_warning:
                 log.warning("%s", message)
             self.last_warning = message
+
+
+def best_trial_key(summary: dict) -> tuple:
+    """Identify the run that best_config.yaml is taken from, for NASWOT too."""
+    naswot = summary.get("naswot") or {}
+    return (
+        summary.get("best_trial_number"),
+        summary.get("best_value"),
+        (naswot.get("best_trained") or {}).get("trial_number"),
+        (naswot.get("selected") or {}).get("trial_number"),
+    )
 
 
 def counts_text(summary: dict, budget: int | None) -> str:
