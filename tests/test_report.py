@@ -258,3 +258,16 @@ def test_best_config_rewritten_only_on_new_best(tmp_path):
                                   "best_trial_dir": str(tmp_path / "1")}, tmp_path)
 
     assert "learning_rate: 0.2" in best_config.read_text()
+
+
+def test_best_config_keeps_run_directory(tmp_path):
+    hydra_dir = tmp_path / "0" / ".hydra"
+    hydra_dir.mkdir(parents=True)
+    (hydra_dir / "config.yaml").write_text("training:\n  learning_rate: 0.1\n")
+    summary = {"study_name": "s", "best_trial_number": 0, "best_value": 1.0, "best_trial_dir": str(tmp_path / "0")}
+
+    path = report.write_best_config(summary, tmp_path)
+
+    config = yaml.safe_load(path.read_text())
+    assert config["hydra"]["run"]["dir"] == "outputs/runs/${now:%Y-%m-%d_%H-%M-%S}"
+    assert "output_directory_check" in config["hydra"]["callbacks"]

@@ -90,7 +90,8 @@ def test_cancelled_trial_fails_alone(tmp_path: Path, be2_dir: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     driver = start_driver(
         sweep_dir, f"data.dir={be2_dir}", "cluster=slurm", *ONE_CPU, *LONG_TRAINING,
-        "hyper_opt_method=random", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.seed=3",
+        "hyper_opt_method=random", "training.learning_rate=interval(0.0005, 0.002)",
+        "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.seed=3",
     )
     cancelled = wait_for_epoch(sweep_dir / "0", 1, driver)
     run_slurm_command(["scancel", cancelled["job_id"]])
@@ -160,7 +161,8 @@ def test_interrupted_driver_cancels_jobs(tmp_path: Path, be2_dir: Path, stop_sig
     sweep_dir = tmp_path / "sweep"
     options = [
         f"data.dir={be2_dir}", "cluster=slurm", *ONE_CPU, *LONG_TRAINING,
-        "hyper_opt_method=random", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.seed=4",
+        "hyper_opt_method=random", "training.learning_rate=interval(0.0005, 0.002)",
+        "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.seed=4",
     ]
     driver = start_driver(sweep_dir, *options)
     job_ids = [wait_for_epoch(sweep_dir / str(number), 1, driver)["job_id"] for number in (0, 1)]

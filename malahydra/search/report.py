@@ -182,6 +182,9 @@ def write_best_config(summary: dict, sweep_dir: Path) -> Path | None:
     config.pop(TRIAL_SECTION, None)
     for key, value in source.params.items():
         OmegaConf.update(config, key, value, force_add=True)
+    # A job's saved config has no `hydra` section, so without these settings of the root
+    # config the run would go to Hydra's outputs/<date>/<time> instead of outputs/runs/.
+    config.hydra = run_settings_of_root_config()
 
     sweep_dir = Path(sweep_dir).resolve()
     header = [
@@ -194,6 +197,16 @@ def write_best_config(summary: dict, sweep_dir: Path) -> Path | None:
     path = sweep_dir / BEST_CONFIG_FILE
     _replace(path, "\n".join(header) + "\n" + OmegaConf.to_yaml(config))
     return path
+
+
+def run_settings_of_root_config() -> dict:
+    """Return the `hydra.run` and `hydra.callbacks` settings of the packaged conf/config.yaml, unresolved."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    root = OmegaConf.create(files("malahydra.conf").joinpath("config.yaml").read_text())
+    return OmegaConf.to_container(OmegaConf.masked_copy(root.hydra, ["run", "callbacks"]), resolve=False)
 
 
 def best_config_command(sweep_dir: Path) -> str:

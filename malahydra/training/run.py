@@ -191,6 +191,7 @@ def run_training(cfg: DictConfig) -> float:
 
     hydra_config = HydraConfig.get()
     output_dir = Path(hydra_config.runtime.output_dir)
+    log.info("Output directory: %s", output_dir)
     try:
         job_index = hydra_config.job.num if hydra_config.mode == RunMode.MULTIRUN else None
         metrics = train(cfg, output_dir, epoch_callback=_epoch_callback(cfg), job_index=job_index)
