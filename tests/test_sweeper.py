@@ -1,13 +1,20 @@
 """Sweeper runs of the near-instant quadratic app: budget, resume, failures, pruning, repeats."""
 
 import math
+import socket
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
+from optuna.trial import TrialState
 
-from sweeper_apps.runner import QUADRATIC_APP, load_trials, run_sweep, run_sweep_until, states
+from sweeper_apps.runner import (
+    QUADRATIC_APP, load_trials, open_storage, run_sweep, run_sweep_until, states, storage_reference,
+)
 
 SEED = "hydra.sweeper.seed=7"
 
@@ -300,3 +307,25 @@ def test_memory_storage_other_process_skips_pruning(tmp_path):
     assert run.returncode == 0, run.stderr
     assert results_of(sweep_dir)["n_complete"] == 2
     assert "cannot report to its in-memory study" in (sweep_dir / "0" / "quadratic_app.log").read_text()
+
+
+def test_orphan_popped_without_params_requeued(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    first = run_sweep(QUADRATIC_APP, sweep_dir, SEED, "hydra.sweeper.n_trials=1")
+    assert first.returncode == 0, first.stderr
+    # A driver killed inside Optuna's ask: the enqueued trial is RUNNING, its parameters unwritten.
+    study = optuna.load_study(study_name="malahydra",
+                              storage=open_storage(storage_reference("sqlite", sweep_dir, "malahydra")))
+    study.enqueue_trial({"x": 0.25, "y": 3})
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[0]
+    study._storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    study._storage.set_trial_user_attr(waiting._trial_id, "driver", f"{socket.gethostname()}:{dead.stdout.strip()}:?")
+
+    resumed = run_sweep(QUADRATIC_APP, sweep_dir, SEED, "hydra.sweeper.n_trials=2")
+
+    assert resumed.returncode == 0, resumed.stderr
+    trials = load_trials("sqlite", sweep_dir)
+    assert states(trials) == {"COMPLETE": 2, "FAIL": 1}
+    assert {"x": 0.25, "y": 3} in [t.params for t in trials if t.state == TrialState.COMPLETE]
+    assert "queued again" in resumed.stdout

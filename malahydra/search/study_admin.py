@@ -87,7 +87,9 @@ def _repair(study: optuna.Study, trial: FrozenTrial, age: float, max_retries: in
     driver = trial.user_attrs.get("driver")
     retries = int(trial.user_attrs.get("retries", 0))
     reason = f"heartbeat lost: none for {age:.0f} s (driver {driver or 'unknown'})"
-    params = dict(trial.params) or dict(trial.system_attrs.get("fixed_params") or {})
+    # A driver stopped inside Optuna's ask may have written only some parameters of an
+    # enqueued trial; the rest are still in its `fixed_params`.
+    params = {**(trial.system_attrs.get("fixed_params") or {}), **trial.params}
     requeue = retries < max_retries
     if not requeue:
         reason += f"; not retried, max_retries={max_retries} reached"

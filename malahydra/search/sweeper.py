@@ -239,9 +239,18 @@ class SearchSweeper:
             if not self._is_orphan(trial, reclaim_all):
                 continue
             touched.add(trial.number)
-            if set(trial.params) != {p.name for p in self.space}:
+            names = {p.name for p in self.space}
+            if set(trial.params) != names:
                 self.study.tell(trial.number, state=TrialState.FAIL)
-                log.warning("Trial %d was left RUNNING with another search space; marked FAIL.", trial.number)
+                # Optuna's ask pops an enqueued trial first and writes its parameters after,
+                # so a driver killed in between leaves them only in `fixed_params`.
+                fixed = trial.system_attrs.get("fixed_params")
+                if isinstance(fixed, dict) and set(fixed) == names:
+                    self.study.enqueue_trial(fixed, user_attrs={"requeued_from": trial.number})
+                    log.warning("Trial %d was left RUNNING before its parameters were written; marked FAIL "
+                                "and its enqueued configuration %s queued again.", trial.number, fixed)
+                else:
+                    log.warning("Trial %d was left RUNNING with another search space; marked FAIL.", trial.number)
                 continue
             retries = int(trial.user_attrs.get("retries", 0))
             running = optuna.Trial(self.study, trial._trial_id)
