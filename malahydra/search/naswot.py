@@ -117,8 +117,8 @@ class NaswotMethod(FixedConfigMethod):
         return self.space
 
     def batch_size(self, study: Any, n_jobs: int) -> int:
-        # Candidates are claimed in `finish`, so the core only sees WAITING trials of a
-        # study that an earlier malahydra version enqueued; `run_batch` scores those.
+        # Candidates are claimed in `finish`, so the only WAITING trials the core pops are
+        # those of a study that an earlier malahydra version enqueued. `run_batch` scores them.
         return min(n_jobs * self.candidates_per_job, waiting_count(study))
 
     # -- scoring ---------------------------------------------------------------------
@@ -159,21 +159,9 @@ class NaswotMethod(FixedConfigMethod):
                 return
 
     def scoring_overrides(self, sweeper: Any, group: list, subdir: str) -> list[str]:
-        """Overrides of one scoring job; its candidates go into `CANDIDATES_FILE` in the job directory."""
-        candidates = [
-            {"number": pending.number, "params": {p.override_key: pending.params[p.name] for p in self.space}}
-            for pending in group
-        ]
-        path = (sweeper.sweep_dir / subdir / CANDIDATES_FILE).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"candidates": candidates}, indent=1))
-        return list(sweeper.fixed) + [
-            format_override("+trial.mode", "naswot"),
-            format_override("+trial.candidates_file", str(path)),
-            format_override("+trial.repeats", int(self.settings["number_training_per_trial"])),
-            format_override("+trial.study_name", self.settings["study_name"]),
-            format_override("hydra.sweep.subdir", subdir),
-        ]
+        """Return the overrides of a scoring job for pending (enqueued) trials; see `scoring_job`."""
+        candidates = [{"number": pending.number, "params": self.override_params(pending.params)} for pending in group]
+        return self.scoring_job(sweeper, candidates, subdir)
 
     # -- claimed chunks of candidates --------------------------------------------------
 
@@ -233,7 +221,7 @@ class NaswotMethod(FixedConfigMethod):
         return {p.override_key: params[p.name] for p in self.space}
 
     def scoring_job(self, sweeper: Any, candidates: list[dict], subdir: str) -> list[str]:
-        """Overrides of one scoring job; its candidates go into `CANDIDATES_FILE` in the job directory."""
+        """Write `candidates` into `CANDIDATES_FILE` in the job directory and return the job's overrides."""
         path = (sweeper.sweep_dir / subdir / CANDIDATES_FILE).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"candidates": candidates}))

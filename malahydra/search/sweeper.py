@@ -235,11 +235,11 @@ class SearchSweeper:
         reclaim_all = bool(self.settings.get("reclaim_running_trials"))
         pending = []
         touched: set[int] = set()
+        names = {p.name for p in self.space}
         for trial in running:
             if not self._is_orphan(trial, reclaim_all):
                 continue
             touched.add(trial.number)
-            names = {p.name for p in self.space}
             if set(trial.params) != names:
                 self.study.tell(trial.number, state=TrialState.FAIL)
                 # Optuna's ask pops an enqueued trial first and writes its parameters after,
@@ -253,17 +253,17 @@ class SearchSweeper:
                     log.warning("Trial %d was left RUNNING with another search space; marked FAIL.", trial.number)
                 continue
             retries = int(trial.user_attrs.get("retries", 0))
-            running = optuna.Trial(self.study, trial._trial_id)
+            orphan = optuna.Trial(self.study, trial._trial_id)
             if retries >= self.liveness.max_retries:
                 reason = f"driver stopped {retries + 1} times; not retried, max_retries={self.liveness.max_retries} reached"
-                running.set_user_attr("fail_reason", reason)
-                self.study.tell(running, state=TrialState.FAIL)
+                orphan.set_user_attr("fail_reason", reason)
+                self.study.tell(orphan, state=TrialState.FAIL)
                 log.warning("Trial %d FAIL for good: %s.", trial.number, reason)
                 continue
             log.info("Trial %d was left RUNNING by a stopped driver; running it again in its directory.", trial.number)
             write_heartbeat(self.study._storage, trial._trial_id)
-            running.set_user_attr("retries", retries + 1)
-            pending.append(self._pending(running, dict(trial.params)))
+            orphan.set_user_attr("retries", retries + 1)
+            pending.append(self._pending(orphan, dict(trial.params)))
         return pending, touched
 
     def _ask_batch(self, trials: list[optuna.trial.FrozenTrial] | None = None) -> list[PendingTrial]:
