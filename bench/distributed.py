@@ -1,7 +1,7 @@
 """Throughput of several search drivers on one study, and the driver loop time per trial.
 
 Every figure comes from the end times of the trials' jobs, which the benchmark app
-(tests/distributed_helpers.py) logs with its process id, so the start-up and exit of
+(tests/distributed_helpers.py) logs with its process id. So the start-up and exit of
 the driver processes (interpreter, torch, Hydra, opening the study) count in none of
 them. A driver's cycle is the time from the end of one of its jobs to the end of its
 next one: the job itself plus the driver loop (tell, result files, ask under the study

@@ -204,7 +204,7 @@ def test_report_unknown_study(tpe_sweep, tmp_path):
 
     assert report.returncode == 1
     assert report.stderr.splitlines() == [
-        f"Error: Study 'missing' not found in sqlite:{sweep_dir / 'optuna.db'}; it holds 'malahydra'. "
+        f"Error: Study 'missing' not found in sqlite:{sweep_dir / 'optuna.db'}; it contains 'malahydra'. "
         "Check hydra.sweeper.study_name in multirun.yaml."
     ]
     assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["multirun.yaml"]

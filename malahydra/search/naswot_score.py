@@ -203,9 +203,9 @@ def shared_mlp_jacobian_rows(
     Network p applies ``linears[i]`` and then ``activations[p][i]`` for each
     layer i; a list shorter than ``linears`` leaves the last layers linear.
     The P copies of the batch are stacked into one (P * B, n_inputs) input, so
-    one forward and one backward pass serve all P networks. Every Linear call
-    and every activation call sees the rows of one network only, so each
-    block of rows is ``jacobian_rows`` of network p. On the CPU the two agree
+    one forward and one backward pass serve all P networks. A Linear layer maps
+    each row on its own, and each network's activations act on its own block of
+    rows only, so each block of rows is ``jacobian_rows`` of network p. On the CPU the two agree
     bit for bit (``tests/test_naswot_score.py`` checks it), because a row of a
     matrix product does not depend on the other rows.
 

@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 BEST_CONFIG_FILE = "best_config.yaml"
 MULTIRUN_FILE = "multirun.yaml"
 TOP_TRIALS = 5
-# Config section that the sweeper adds to every job (`+trial.*` overrides) so that the job
-# reports to the study; a plain single run must not have it.
+# Config section that the sweeper adds to every job (`+trial.*` overrides), so that the job
+# reports to the study. A plain single run must not have it.
 TRIAL_SECTION = "trial"
 
 
@@ -64,7 +64,7 @@ class SweepProgress:
             self.best_value, self.best_number = value, number
 
     def update(self, summary: dict) -> None:
-        """Take the best trial of a summary from `results.summarize`, which sees all drivers."""
+        """Take the best trial of a summary from `results.summarize`, which reads the trials of all drivers."""
         if summary.get("best_value") is not None and summary.get("best_trial_number") is not None:
             self.note(summary["best_trial_number"], summary["best_value"])
 
@@ -124,7 +124,7 @@ def format_value(value: Any) -> str:
 
 @dataclass
 class ConfigSource:
-    """Where the best configuration comes from: a job's composed config plus parameters to set."""
+    """Source of the best configuration: a job's composed config plus parameters to set."""
 
     config_file: Path
     params: dict
@@ -169,7 +169,7 @@ def write_best_config(summary: dict, sweep_dir: Path) -> Path | None:
     """Write `best_config.yaml`: the best run's composed config without the `trial` section.
 
     It trains as a single run with `python train.py --config-path SWEEP_DIR --config-name
-    best_config`. The source is a job's `.hydra/config.yaml`, which holds no database URL
+    best_config`. The source is a job's `.hydra/config.yaml`, which contains no database URL
     (jobs get the name of the URL's environment variable), so neither does this file.
     Returns None, and writes nothing, while no trial is COMPLETE.
     """
@@ -256,7 +256,7 @@ def summary_table(summary: dict, trials: Sequence[FrozenTrial], sweep_dir: Path,
 
 @dataclass
 class Report:
-    """What a report wrote, and its text for the log or the terminal."""
+    """Files a report wrote, and its text for the log or the terminal."""
 
     sweep_dir: Path
     best_config: Path | None = None
@@ -386,7 +386,7 @@ def open_study_readonly(settings: dict) -> tuple[Any, str]:
     names = [summary.study_name for summary in storage.get_all_studies()]
     if study_name not in names:
         raise ReportError(
-            f"Study {study_name!r} not found in {describe_storage(reference)}; it holds "
+            f"Study {study_name!r} not found in {describe_storage(reference)}; it contains "
             f"{', '.join(repr(n) for n in names) or 'no study'}. Check hydra.sweeper.study_name in {MULTIRUN_FILE}."
         )
     return optuna.load_study(study_name=study_name, storage=storage), describe_storage(reference)
