@@ -271,3 +271,57 @@ def test_best_config_keeps_run_directory(tmp_path):
     config = yaml.safe_load(path.read_text())
     assert config["hydra"]["run"]["dir"] == "outputs/runs/${now:%Y-%m-%d_%H-%M-%S}"
     assert "output_directory_check" in config["hydra"]["callbacks"]
+
+
+def copy_sweep(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    for name in SAMPLER_PLOTS:
+        (target / name).unlink()
+    return target
+
+
+def test_plot_process_writes_driver_plots(tpe_sweep, tmp_path):
+    from malahydra.search import plots
+    from malahydra.search.plot_process import PlotProcess
+
+    sweep_dir, _ = tpe_sweep
+    study = load_study(sweep_dir)
+    summary = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    in_driver = copy_sweep(sweep_dir, tmp_path / "driver")
+    in_helper = copy_sweep(sweep_dir, tmp_path / "helper")
+
+    expected, expected_notes = plots.write_plots(in_driver, summary, study.trials, study)
+    written, notes = PlotProcess().write_plots(in_helper, summary, study.trials, study)
+
+    assert [path.name for path in written] == [path.name for path in expected] == SAMPLER_PLOTS
+    assert notes == expected_notes
+    for path in written:
+        assert_png(path)
+
+
+def test_plot_process_failure_draws_in_driver(tpe_sweep, tmp_path, caplog):
+    from malahydra.search.plot_process import PlotProcess
+
+    sweep_dir, _ = tpe_sweep
+    study = load_study(sweep_dir)
+    summary = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    target = copy_sweep(sweep_dir, tmp_path / "sweep")
+    helper = PlotProcess()
+    helper.process.kill()
+
+    written, _ = helper.write_plots(target, summary, study.trials, study)
+
+    assert [path.name for path in written] == SAMPLER_PLOTS
+    assert "Plot helper process failed" in caplog.text
+
+
+def test_plot_process_close_stops_helper():
+    from malahydra.search.plot_process import PlotProcess
+
+    helper = PlotProcess()
+    process = helper.process
+
+    helper.close()
+
+    assert process.poll() is not None
+    assert helper.process is None

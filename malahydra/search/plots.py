@@ -17,6 +17,8 @@ from typing import Any, Callable, Sequence
 
 from optuna.trial import FrozenTrial, TrialState
 
+from malahydra.training.metric_keys import METRIC_KEYS
+
 log = logging.getLogger(__name__)
 
 HISTORY_FILE = "optimization_history.png"
@@ -207,9 +209,6 @@ def plot_training_curves(trials: Sequence[FrozenTrial], summary: dict, sweep_dir
     found = [(label, metrics) for label, metrics in found if metrics is not None]
     if not found:
         return f"no {METRICS_FILE} in the trial directories"
-    # Imported only now, because it imports torch, which apps without metrics.json may not load.
-    from malahydra.training.metrics import METRIC_KEYS
-
     curves = []
     for label, metrics in found:
         key = METRIC_KEYS.get(str(metrics.get("metric")))

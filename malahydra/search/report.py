@@ -270,7 +270,7 @@ class Report:
 
 def write_report(
     study: Any, trials: Sequence[FrozenTrial], summary: dict, sweep_dir: Path, budget: int | None,
-    *, top: int = TOP_TRIALS, plots: bool = True,
+    *, top: int = TOP_TRIALS, plots: bool = True, plotter: Any = None,
 ) -> Report:
     """Write `best_config.yaml` and the plots, and build the summary text.
 
@@ -286,9 +286,11 @@ def write_report(
     except (ReportError, OSError, ValueError) as error:
         report.notes.append(f"{BEST_CONFIG_FILE} not written: {error}")
     if plots:
-        from .plots import write_plots
+        # `plotter`: an object with a `write_plots` like plots.write_plots, such as a PlotProcess.
+        if plotter is None:
+            from . import plots as plotter
 
-        report.plots, plot_notes = write_plots(sweep_dir, summary, trials, study)
+        report.plots, plot_notes = plotter.write_plots(sweep_dir, summary, trials, study)
         report.notes += plot_notes
 
     report.lines = [
@@ -308,7 +310,7 @@ def final_report(sweeper: Any, summary: dict) -> None:
     try:
         trials = sweeper.study.get_trials(deepcopy=False)
         report = write_report(sweeper.study, trials, summary, sweeper.sweep_dir, sweeper.budget,
-                              plots=bool(sweeper.settings.get("plots", True)))
+                              plots=bool(sweeper.settings.get("plots", True)), plotter=sweeper.plot_process)
     except Exception as error:  # noqa: BLE001 -- the results are written; a report error must not fail the sweep
         log.warning("Writing the report of study %r failed (%s: %s); run `malahydra report %s` to retry.",
                     summary.get("study_name"), type(error).__name__, error, sweeper.sweep_dir)

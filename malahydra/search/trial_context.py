@@ -17,18 +17,14 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig
 
+from malahydra.training.metric_keys import METRIC_KEYS
+
 log = logging.getLogger(__name__)
 
 # File that each job of a search writes into its output directory. The sweeper reads it
 # when the launcher returns no result for the job.
 RESULT_FILE = "trial_result.json"
 
-# `training.metric` -> key of that metric in the per-epoch metrics dict.
-METRIC_KEYS = {
-    "ldos": "ldos_mse",
-    "band_energy": "band_energy_mev_per_atom",
-    "fermi_energy": "fermi_energy_ev",
-}
 
 
 def epoch_callback_from_config(cfg: DictConfig) -> Callable[[int, dict], None] | None:

@@ -20,12 +20,6 @@ from malahydra.physics.observables import (
 
 log = logging.getLogger(__name__)
 
-# Name of each configurable metric (training.metric) -> its key in metrics.json.
-METRIC_KEYS = {
-    "ldos": "ldos_mse",
-    "band_energy": "band_energy_mev_per_atom",
-    "fermi_energy": "fermi_energy_ev",
-}
 
 
 def _scaled_validation(split: DataSplit) -> Iterator[tuple[Iterable[torch.Tensor], torch.Tensor]]:

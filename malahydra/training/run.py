@@ -23,7 +23,7 @@ from malahydra.data.dataset import load_split
 from malahydra.errors import CheckpointError, MalahydraError
 from malahydra.model.network import describe, network_from_config
 from malahydra.training import checkpoint
-from malahydra.training.metrics import METRIC_KEYS
+from malahydra.training.metric_keys import METRIC_KEYS
 from malahydra.training.trainer import EpochCallback, Trainer, TrainingSettings
 
 log = logging.getLogger(__name__)

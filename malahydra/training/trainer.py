@@ -20,7 +20,8 @@ from malahydra.data.dataset import DataSplit, lazy_batches
 from malahydra.errors import CheckpointError, ConfigurationError
 from malahydra.training import checkpoint
 from malahydra.training.devices import select_device
-from malahydra.training.metrics import METRIC_KEYS, PhysicsReference, validation_metrics
+from malahydra.training.metric_keys import METRIC_KEYS
+from malahydra.training.metrics import PhysicsReference, validation_metrics
 from malahydra.training.preemption import DeferredSignals
 from malahydra.training.step import make_optimizer, make_training_step
 
