@@ -14,7 +14,7 @@ from malahydra.search.naswot_score import (
     correlation_matrix,
     jacobian_rows,
     naswot_score,
-    shared_mlp_jacobian_rows,
+    stacked_mlp_jacobian_rows,
     surrogate_from_jacobian,
     surrogates_from_jacobians,
 )
@@ -331,18 +331,23 @@ def test_grouped_scores_fail_alone(make_config):
     assert "ConfigurationError" in by_params[((30, 10), ("ReLU", "Tanh", "Sigmoid"), None)]["reasons"][0]
 
 
-def test_shared_mlp_rows_equal_per_network(batch):
+def test_stacked_mlp_rows_match_per_network(batch):
+    # Three groups with other hidden widths, so the stacked pass pads them to 16 and 9.
     torch.manual_seed(3)
-    linears = [torch.nn.Linear(20, 16), torch.nn.Linear(16, 3)]
+    groups = [[torch.nn.Linear(20, n_1), torch.nn.Linear(n_1, n_2), torch.nn.Linear(n_2, 3)]
+              for n_1, n_2 in ((16, 9), (5, 9), (12, 2))]
     patterns = [[ACTIVATIONS[a](), ACTIVATIONS[b]()] for a, b in itertools.product(sorted(ACTIVATIONS), repeat=2)]
-    patterns.append([torch.nn.Tanh()])  # linear output layer
-    inputs = batch.float()
+    patterns.append([torch.nn.Tanh()])  # linear last two layers
+    batches = torch.stack([batch.float(), batch.float().flip(0), batch.float() * 0.5])
 
-    stacked = shared_mlp_jacobian_rows(linears, patterns, inputs)
+    stacked = stacked_mlp_jacobian_rows(groups, patterns, batches)
 
-    for rows, pattern in zip(stacked, patterns):
-        layers = [linears[0], pattern[0], linears[1], *pattern[1:]]
-        assert torch.equal(rows, jacobian_rows(torch.nn.Sequential(*layers), inputs))
+    assert stacked.shape == (3, len(patterns), batch.shape[0], batch.shape[1])
+    for linears, inputs, group_rows in zip(groups, batches, stacked):
+        for rows, pattern in zip(group_rows, patterns):
+            layers = [linears[0], pattern[0], linears[1], *pattern[1:2], linears[2]]
+            expected = jacobian_rows(torch.nn.Sequential(*layers), inputs)
+            torch.testing.assert_close(rows, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_batched_surrogates_match_single():
@@ -358,3 +363,63 @@ def test_batched_surrogates_match_single():
     assert isinstance(results[1], NaswotScoreError)
     assert "rows [7] are constant" in str(results[1])
     assert isinstance(results[2], NaswotScoreError)
+
+
+@pytest.mark.parametrize("count, batch_size, seed", [(97, 10, 0), (5832, 40, 1234), (40, 40, 7), (3, 8, 99)])
+def test_fast_first_batch_matches_dataloader(count, batch_size, seed):
+    from malahydra.search import naswot_job
+
+    torch.manual_seed(seed)
+    expected = naswot_job.dataloader_first_batch(count, batch_size)
+    expected_next = torch.rand(3)
+    torch.manual_seed(seed)
+    fast = naswot_job.sampler_first_batch(count, batch_size)
+    fast_next = torch.rand(3)
+
+    assert naswot_job.sampler_matches_dataloader()
+    assert torch.equal(fast, expected)
+    assert torch.equal(fast_next, expected_next)
+
+
+def test_dataloader_check_keeps_rng_state():
+    from malahydra.search import naswot_job
+
+    naswot_job.sampler_matches_dataloader.cache_clear()
+    torch.manual_seed(11)
+    expected = torch.rand(4)
+    torch.manual_seed(11)
+    naswot_job.sampler_matches_dataloader()
+
+    assert torch.equal(torch.rand(4), expected)
+
+
+def test_batched_surrogates_rank_deficient_match_eigenvalues():
+    # 30 points and 6 inputs: C has rank 6, so 24 eigenvalues are (rounded) zeros and
+    # each adds about 1/k to the score.
+    generator = torch.Generator().manual_seed(8)
+    jacobians = torch.randn(5, 30, 6, generator=generator, dtype=torch.float64)
+
+    results = surrogates_from_jacobians(jacobians)
+
+    for jacobian, result in zip(jacobians, results):
+        assert result == pytest.approx(surrogate_from_jacobian(jacobian), rel=1e-9)
+
+
+def test_batched_surrogates_failed_cholesky_uses_eigenvalues(monkeypatch):
+    # Every correlation matrix is positive semidefinite, so only rounding can make a
+    # Cholesky factorization of C + kI fail; the failure is injected here.
+    generator = torch.Generator().manual_seed(9)
+    jacobians = torch.randn(3, 12, 20, generator=generator, dtype=torch.float64)
+    factorize = torch.linalg.cholesky_ex
+
+    def failing_second(matrices):
+        factor, info = factorize(matrices)
+        info[1] = 1
+        factor[1] = float("nan")
+        return factor, info
+
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", failing_second)
+    results = surrogates_from_jacobians(jacobians)
+
+    for jacobian, result in zip(jacobians, results):
+        assert result == pytest.approx(surrogate_from_jacobian(jacobian), rel=1e-12)

@@ -1,5 +1,6 @@
 """NASWOT searches through `train.py -m hyper_opt_method=naswot` on Be2, and the candidate grid."""
 
+import csv
 import itertools
 import math
 import subprocess
@@ -75,8 +76,13 @@ def test_be2_activations_match_mala(tmp_path, be2_dir):
     assert summary["best_params"] == dict(zip(ACTIVATION_KEYS, ["Sigmoid"] * 3))
     assert summary["naswot"]["selected"]["trial_number"] == 7
     assert (Path(summary["best_trial_dir"]) / "naswot_scores.json").is_file()
-    assert len(summary["naswot"]["scores"]) == 8
-    assert "naswot_rank" in (sweep_dir / "trials.csv").read_text().splitlines()[0]
+    top = summary["naswot"]["top"]
+    assert [row["rank"] for row in top] == list(range(1, 9))
+    assert [row["trial_number"] for row in top] == sorted(range(8), key=lambda n: -trials[n].value)
+    assert top[0]["score"] == trials[7].value
+    table = list(csv.DictReader((sweep_dir / "trials.csv").open()))
+    assert [int(row["naswot_rank"]) for row in sorted(table, key=lambda row: float(row["value"]), reverse=True)] == \
+        list(range(1, 9))
 
     rerun = run_sweep(TRAIN_SCRIPT, sweep_dir, *naswot_options(be2_dir, "sweeps=mala_activations"))
     assert rerun.returncode == 0, rerun.stderr

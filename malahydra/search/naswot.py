@@ -37,6 +37,7 @@ from typing import Any, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .bulk_trials import add_finished_trials
 from .errors import SearchConfigError
 from .fixed_configs import FixedConfigMethod, params_key, raise_non_choice, trial_params, waiting_count
 from .naswot_job import CANDIDATES_FILE, SCORES_FILE
@@ -51,6 +52,8 @@ SELECTIONS = {"largest": "maximize", "smallest": "minimize"}
 TRAINED_ATTR = "naswot_trained_{number}"
 TRAINED_SUBDIR = "trained/{number}"
 SEEDS_ATTR = "naswot_seeds"
+# Candidates listed in the naswot.top section of optimization_results.yaml.
+TOP_IN_RESULTS = 10
 # Trial user attribute with the directory of the scoring job, relative to the sweep dir.
 JOB_DIR_ATTR = "naswot_job_dir"
 # Trial user attribute with the candidate's grid index.
@@ -333,10 +336,11 @@ class NaswotMethod(FixedConfigMethod):
                 "candidates_per_job": self.candidates_per_job,
                 "selected": None if selected is None else {
                     "trial_number": selected.number, "score": selected.value, "params": dict(selected.params)},
-                "scores": [
-                    {"trial_number": t.number, "params": trial_params(t), "score": t.value, "state": t.state.name,
-                     "reason": t.user_attrs.get("fail_reason")}
-                    for t in sorted(trials, key=lambda t: t.number)
+                # The best-ranked candidates only: a YAML list of every candidate took longer
+                # to write than scoring them. trials.csv contains every score and its rank.
+                "top": [
+                    {"rank": rank, "trial_number": t.number, "score": t.value, "params": trial_params(t)}
+                    for rank, t in enumerate(ranked[:TOP_IN_RESULTS], start=1)
                 ],
                 "train_top_k": self.train_top_k,
                 "training_direction": self.training_direction,
@@ -504,10 +508,9 @@ class ClaimBook:
         return added
 
     def add_trials(self, finished: list[tuple[int, Any, dict]]) -> int:
-        for position, outcome, attrs in finished:
-            trial = self.method.finished_trial(position, outcome, attrs, self.driver)
-            self.storage.create_new_trial(self.study_id, template_trial=trial)
-            self.scored.add(position)
+        trials = [self.method.finished_trial(position, outcome, attrs, self.driver) for position, outcome, attrs in finished]
+        add_finished_trials(self.storage, self.study_id, trials)
+        self.scored.update(position for position, _, _ in finished)
         return len(finished)
 
     def heartbeat(self) -> "ClaimHeartbeat":

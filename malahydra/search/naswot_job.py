@@ -19,18 +19,22 @@ differ in both initialization and batch, and every candidate sees the same seeds
 
 Because activations draw nothing from the RNG, candidates that differ only in their
 activations get the same weights and the same batch. The job therefore builds the Linear
-layers and draws the batch once per such group and scores all activation patterns of the
-group together (`score_group`). Other candidates (another model name, an activation that
+layers and draws the batch once per such group (`prepare_group`). Groups of equal depth
+and equal activation patterns then get their Jacobians from one batched pass with
+zero-padded widths (`stacked_mlp_jacobian_rows`), and the scores of all candidates come
+from one batched factorization. Other candidates (another model name, an activation that
 is not in `BATCHABLE_ACTIVATIONS`) are scored one by one by `score_network`, the reference.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +47,7 @@ from malahydra.model.network import hidden_activations, layer_widths, make_activ
 from malahydra.training.devices import select_device
 
 from .methods import derived_seed
-from .naswot_score import NaswotScoreError, naswot_score, shared_mlp_jacobian_rows, surrogates_from_jacobians
+from .naswot_score import NaswotScoreError, naswot_score, stacked_mlp_jacobian_rows, surrogates_from_jacobians
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ SCORING_SECTIONS = ("model", "data")
 _SPLITS: dict[str, DataSplit] = {}
 _MAX_CACHED_SPLITS = 2
 
-# Activations without parameters or random draws, which `score_group` may swap on shared
+# Activations without parameters or random draws, which `stacked_mlp_jacobian_rows` may swap on shared
 # Linear layers. Any other torch.nn class name takes the one-by-one path.
 BATCHABLE_ACTIVATIONS = frozenset({"ReLU", "LeakyReLU", "Sigmoid", "Tanh", "ELU", "GELU", "SiLU", "Softplus", "Identity"})
 # Model keys that `network_from_config` reads; the activations are the ones a group varies.
@@ -87,7 +91,7 @@ def run_naswot_job(cfg: DictConfig) -> float:
     finally:
         torch.set_num_threads(previous_threads)
     temporary = output_dir / f".{SCORES_FILE}.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps({"candidates": entries}, indent=1))
+    temporary.write_text(json.dumps({"candidates": entries}))
     os.replace(temporary, output_dir / SCORES_FILE)
 
     scored = sum(all(v is not None for v in e["values"]) for e in entries)
@@ -112,6 +116,8 @@ def score_candidates(
     sections = {name: OmegaConf.to_container(cfg[name], resolve=True) for name in SCORING_SECTIONS}
 
     entries = []
+    # The split of the candidates whose params leave the data section as it is.
+    shared_split: DataSplit | None = None
     groups: dict[str | None, list[tuple[dict, dict, DataSplit]]] = {}
     for candidate in candidates:
         entry: dict[str, Any] = {"number": int(candidate["number"]), "seeds": seeds,
@@ -119,24 +125,54 @@ def score_candidates(
         entries.append(entry)
         try:
             model, data = candidate_sections(cfg, candidate["params"], sections)
-            split = cached_split(data)
+            if data is not sections["data"]:
+                split = cached_split(data)
+            elif shared_split is None:
+                split = shared_split = cached_split(data)
+            else:
+                split = shared_split
         except MalahydraError as error:
             entry["reasons"] = [f"{type(error).__name__}: {error}"] * repeats
             continue
         groups.setdefault(group_key(model, data), []).append((entry, model, split))
 
-    for key, members in groups.items():
-        for repeat, seed in enumerate(seeds):
+    for repeat, seed in enumerate(seeds):
+        # The Jacobians of all candidates are scored together, because one batched
+        # factorization costs less than one per group.
+        pending: list[tuple[dict, torch.Tensor]] = []
+        buckets: dict[tuple, list[tuple[list[dict], GroupSetup]]] = {}
+        for key, members in groups.items():
             if key is None:
-                outcomes = [score_one(model, split, batch_size, seed, device) for _, model, split in members]
-            else:
-                outcomes = score_group([model for _, model, _ in members], members[0][2], batch_size, seed, device)
-            for (entry, _, _), outcome in zip(members, outcomes):
-                if isinstance(outcome, Exception):
-                    entry["reasons"][repeat] = f"{type(outcome).__name__}: {outcome}"
+                for entry, model, split in members:
+                    record_outcome(entry, repeat, score_one(model, split, batch_size, seed, device))
+                continue
+            setup = prepare_group([model for _, model, _ in members], members[0][2], batch_size, seed, device)
+            valid = []
+            for (entry, _, _), pattern in zip(members, setup.patterns):
+                if isinstance(pattern, Exception):
+                    record_outcome(entry, repeat, pattern)
                 else:
-                    entry["values"][repeat] = outcome
+                    valid.append(entry)
+            if valid:
+                buckets.setdefault(setup.bucket_key(), []).append((valid, setup))
+        for bucket in buckets.values():
+            patterns = [[shared_activation(name) for name in names] for names in bucket[0][1].valid_patterns()]
+            jacobians = stacked_mlp_jacobian_rows([setup.linears for _, setup in bucket], patterns,
+                                                  torch.stack([setup.batch for _, setup in bucket]))
+            for (valid, _), group_jacobians in zip(bucket, jacobians):
+                pending.extend(zip(valid, group_jacobians))
+        if pending:
+            scores = surrogates_from_jacobians(torch.stack([jacobian for _, jacobian in pending]))
+            for (entry, _), outcome in zip(pending, scores):
+                record_outcome(entry, repeat, outcome)
     return entries
+
+
+def record_outcome(entry: dict[str, Any], repeat: int, outcome: float | Exception) -> None:
+    if isinstance(outcome, Exception):
+        entry["reasons"][repeat] = f"{type(outcome).__name__}: {outcome}"
+    else:
+        entry["values"][repeat] = outcome
 
 
 def group_key(model: dict, data: dict) -> str | None:
@@ -172,43 +208,66 @@ def score_network(model_cfg: DictConfig, split: DataSplit, batch_size: int, seed
     return score
 
 
-def score_group(
-    models: list[dict], split: DataSplit, batch_size: int, seed: int, device: torch.device
-) -> list[float | Exception]:
-    """Score feed-forward candidates that differ only in activations, from one seed.
+@dataclass
+class GroupSetup:
+    """The shared Linear layers and batch of candidates that differ only in activations.
 
-    Returns what `score_network` would for each model: the score, or the error it would
-    raise. The Linear layers are created in the same order from the same seed and the
-    batch is drawn after them, so weights and batch equal those of `score_network`.
+    `patterns` has one entry per candidate: its activation names, one per layer, or
+    the configuration error that `score_network` would raise for it.
+    """
+
+    linears: list[torch.nn.Linear]
+    batch: torch.Tensor
+    patterns: list[tuple[str, ...] | Exception]
+
+    def valid_patterns(self) -> tuple[tuple[str, ...], ...]:
+        return tuple(pattern for pattern in self.patterns if not isinstance(pattern, Exception))
+
+    def bucket_key(self) -> tuple:
+        """Groups with equal keys are computed together by `stacked_mlp_jacobian_rows`."""
+        return len(self.linears), self.valid_patterns(), tuple(self.batch.shape), str(self.batch.device)
+
+
+def prepare_group(models: list[dict], split: DataSplit, batch_size: int, seed: int, device: torch.device) -> GroupSetup:
+    """Build the Linear layers and draw the batch of a group from `seed`, as `score_network` does for each member.
+
+    The layers are created in the same order from the same seed and the batch is drawn
+    after them, so weights and batch equal those of `score_network`.
     """
     inputs = split.tensors["training"][0]
-    first = models[0]
     try:
-        widths = layer_widths(split.input_width, list(first["hidden_widths"]), split.output_width)
+        widths = layer_widths(split.input_width, list(models[0]["hidden_widths"]), split.output_width)
     except MalahydraError as error:
-        return [error] * len(models)
-    torch.manual_seed(seed)
-    linears = [torch.nn.Linear(n_in, n_out).to(device) for n_in, n_out in zip(widths[:-1], widths[1:])]
+        return GroupSetup([], inputs[:0], [error] * len(models))
+    # Only the CPU generator is seeded, because torch.manual_seed also queues seeds for the
+    # CUDA, XPU and MTIA generators. That took longer than a score, and nothing here draws from them.
+    torch.default_generator.manual_seed(seed)
+    linears = [torch.nn.Linear(n_in, n_out) for n_in, n_out in zip(widths[:-1], widths[1:])]
+    if device.type != "cpu":
+        linears = [linear.to(device) for linear in linears]
     indices = first_shuffled_batch(inputs.shape[0], batch_size)
     batch = inputs[indices].to(device)
 
-    outcomes: list[float | Exception] = [0.0] * len(models)
-    patterns, scored = [], []
-    for index, model in enumerate(models):
+    patterns: list[tuple[str, ...] | Exception] = []
+    for model in models:
         try:
             names = hidden_activations(list(model["hidden_widths"]), list(model["activations"]))
         except MalahydraError as error:
-            outcomes[index] = error
+            patterns.append(error)
             continue
         if model.get("output_activation") not in NO_ACTIVATION:
             names.append(str(model["output_activation"]))
-        patterns.append([make_activation(name) for name in names])
-        scored.append(index)
-    if scored:
-        jacobians = shared_mlp_jacobian_rows(linears, patterns, batch)
-        for index, outcome in zip(scored, surrogates_from_jacobians(jacobians)):
-            outcomes[index] = outcome
-    return outcomes
+        patterns.append(tuple(names))
+    return GroupSetup(linears, batch, patterns)
+
+
+@functools.cache
+def shared_activation(name: str) -> torch.nn.Module:
+    """Return one module per activation name, built once per process instead of once per candidate.
+
+    Sharing is safe because the activations of a group have no parameters and no state.
+    """
+    return make_activation(name)
 
 
 def first_shuffled_batch(count: int, batch_size: int) -> torch.Tensor:
@@ -216,8 +275,16 @@ def first_shuffled_batch(count: int, batch_size: int) -> torch.Tensor:
 
     The DataLoader draws its shuffling seed from the global RNG, as MALA's does. Shuffling
     an index range consumes the RNG exactly as shuffling the inputs themselves, because
-    the sampler depends only on the length.
+    the sampler depends only on the length. `sampler_first_batch` makes the DataLoader's
+    draws without building one, in a sixth of the time; where its result differs from a
+    DataLoader's (checked once per process), the DataLoader is used.
     """
+    if sampler_matches_dataloader():
+        return sampler_first_batch(count, batch_size)
+    return dataloader_first_batch(count, batch_size)
+
+
+def dataloader_first_batch(count: int, batch_size: int) -> torch.Tensor:
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(torch.arange(count)), batch_size=batch_size, shuffle=True
     )
@@ -225,17 +292,45 @@ def first_shuffled_batch(count: int, batch_size: int) -> torch.Tensor:
     return indices
 
 
+def sampler_first_batch(count: int, batch_size: int) -> torch.Tensor:
+    """Draw the batch of `dataloader_first_batch` from the global RNG as torch 2.x's DataLoader does, without one."""
+    # The base seed that each DataLoader iterator draws, then RandomSampler's own seed.
+    torch.empty((), dtype=torch.int64).random_()
+    seed = int(torch.empty((), dtype=torch.int64).random_().item())
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return torch.randperm(count, generator=generator)[:batch_size]
+
+
+@functools.cache
+def sampler_matches_dataloader() -> bool:
+    """Return whether `sampler_first_batch` gives the DataLoader's batch and RNG state; keeps the caller's RNG state."""
+    state = torch.get_rng_state()
+    try:
+        torch.default_generator.manual_seed(20_240_229)
+        expected = dataloader_first_batch(97, 10), torch.get_rng_state()
+        torch.default_generator.manual_seed(20_240_229)
+        fast = sampler_first_batch(97, 10), torch.get_rng_state()
+    finally:
+        torch.set_rng_state(state)
+    return torch.equal(fast[0], expected[0]) and torch.equal(fast[1], expected[1])
+
+
 def candidate_sections(cfg: DictConfig, params: dict[str, Any], sections: dict[str, Any]) -> tuple[dict, dict]:
     """Return the candidate's plain model and data configs, with `params` applied.
 
     `params` maps override keys (a `+key` may add a key) to values. When every key lies
-    in `SCORING_SECTIONS`, they are set on a copy of the plain `sections`, because copying
-    or building OmegaConf configs per candidate took several times longer than the score.
-    Other keys are set on a copy of the whole config, so that interpolations see them.
+    in `SCORING_SECTIONS`, they are set on copies of the plain `sections` that they
+    change, because copying or building OmegaConf configs per candidate took several
+    times longer than the score. A section that no key changes is returned as it is,
+    not copied. Other keys are set on a copy of the whole config, so that interpolations
+    see them.
     """
     keys = [key.lstrip("+") for key in params]
     if all(key.split(".", 1)[0] in SCORING_SECTIONS for key in keys):
-        plain = copy.deepcopy(sections)
+        plain = dict(sections)
+        for name in {key.split(".", 1)[0] for key in keys}:
+            plain[name] = copy_plain(sections[name])
         for key, value in zip(keys, params.values()):
             set_plain(plain, key.split("."), value)
         return plain["model"], plain["data"]
@@ -246,6 +341,15 @@ def candidate_sections(cfg: DictConfig, params: dict[str, Any], sections: dict[s
             OmegaConf.update(candidate_cfg, key, value, merge=False)
     return (OmegaConf.to_container(candidate_cfg.model, resolve=True),
             OmegaConf.to_container(candidate_cfg.data, resolve=True))
+
+
+def copy_plain(value: Any) -> Any:
+    """Copy nested dicts and lists of plain values, faster than copy.deepcopy does."""
+    if isinstance(value, dict):
+        return {key: copy_plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [copy_plain(item) for item in value]
+    return value
 
 
 def set_plain(container: Any, path: list[str], value: Any) -> None:
