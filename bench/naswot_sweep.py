@@ -14,7 +14,10 @@
      a fresh interpreter that imports mala, loads the data and runs `perform_study`.
    Both score with one torch thread, because NASWOT's small matrix products run slower
    with more threads on a busy machine. MALA keeps its trials in memory only, so the
-   memory storage is the closest match; SQLite writes every trial to disk.
+   target applies to the row with the in-memory storage. The SQLite and journal rows
+   are for information: their search time also contains the import of the database
+   libraries, the creation of the study file and the writes of every trial to disk,
+   which MALA does not do.
 2. Kendall's tau between the NASWOT score and the validation band-energy error after a
    short training (5 epochs) of each of 27 architectures, through `naswot.train_top_k`.
    The first hidden width is 25, 50 or 100, and ReLU, Sigmoid or Tanh follows each
@@ -30,6 +33,7 @@ import datetime
 import json
 import logging
 import math
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,6 +57,8 @@ TAU_WIDTHS = (25, 50, 100)
 TAU_ACTIVATIONS = ("ReLU", "Sigmoid", "Tanh")
 RATE_TARGET = 0.2  # malahydra's time per candidate at most 1/5 of MALA's
 STORAGES = ("sqlite", "journal", "memory")
+# Interleaved MALA / malahydra pairs per storage; one pair takes about 12 s here.
+RATE_PAIRS = 3
 
 
 def choice(values) -> str:
@@ -86,9 +92,9 @@ def rate_space(widths: tuple) -> list[str]:
     ]
 
 
-def malahydra_seconds(data_dir: Path, widths: tuple, work: Path, storage: str) -> tuple[float, float, dict]:
-    """Run the sweep; return its search time, its whole-process time and its summary."""
-    sweep_dir = work / f"rate_{storage}"
+def malahydra_seconds(data_dir: Path, widths: tuple, work: Path, storage: str, run: int) -> tuple[float, float, dict]:
+    """Run the sweep in a new sweep directory; return its search time, its whole-process time and its summary."""
+    sweep_dir = work / f"rate_{storage}_{run}"
     process_seconds, output = run_command(
         sweep_command(data_dir, sweep_dir, f"storage={storage}", *rate_space(widths)), work)
     summary = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
@@ -153,38 +159,48 @@ def mala_seconds(data_dir: Path, widths: tuple, work: Path) -> tuple[float, floa
 
 
 def rate_rows(data_dir: Path, quick: bool, work: Path) -> list[dict]:
-    """Time the sweep with each storage and MALA, interleaved; two rows per storage."""
+    """Time the sweep with each storage and MALA in `RATE_PAIRS` interleaved pairs; two rows per storage.
+
+    Each row reports the median time per candidate of each side and the median of the
+    pairs' ratios, with their range.
+    """
     widths = WIDTHS[:2] if quick else WIDTHS
     candidates = len(widths) ** 2 * len(ACTIVATIONS) ** 3
     has_mala = common.mala_version() is not None
+    pairs = 1 if quick else RATE_PAIRS
 
     rows = []
     for storage in STORAGES:
-        # MALA runs before each storage, so both sides of a row see the same machine load.
-        mala_search = mala_process = mala_trials = None
-        if has_mala:
-            mala_search, mala_process, mala_trials = mala_seconds(data_dir, widths, work)
-        search, process, summary = malahydra_seconds(data_dir, widths, work, storage)
+        measured = []
+        for run in range(pairs):
+            # MALA runs right before the sweep, so both sides of a pair see the same machine load.
+            mala = mala_seconds(data_dir, widths, work) if has_mala else None
+            measured.append((malahydra_seconds(data_dir, widths, work, storage, run), mala))
+        summary = measured[-1][0][2]
+        mala_trials = measured[-1][1][2] if has_mala else None
         common_raw = dict(
             candidates=candidates, scored=summary["n_complete"] + summary["n_failed"], failed=summary["n_failed"],
-            mala_trials=mala_trials, mala_version=common.mala_version(), storage=storage,
+            mala_trials=mala_trials, mala_version=common.mala_version(), storage=storage, pairs=pairs,
             launcher="in-process (basic)", candidates_per_job=summary["naswot"]["candidates_per_job"],
         )
-        for label, ours, reference, target in (
-            ("search time (data loading included, interpreter start and imports excluded)", search, mala_search, True),
-            ("whole process (interpreter start, imports, data, search)", process, mala_process, False),
+        for label, side, target in (
+            ("search time (from the sweep's first log line to its end; data loading included)", 0, storage == "memory"),
+            ("whole process (interpreter start, imports, data, search)", 1, False),
         ):
-            per_candidate = ours / candidates
-            reference_per_candidate = None if reference is None else reference / mala_trials
+            ours = [sweep[side] / candidates for sweep, _ in measured]
+            reference = [mala[side] / mala[2] for _, mala in measured] if has_mala else None
+            ratios = None if reference is None else [o / r for o, r in zip(ours, reference)]
             rows.append(common.make_row(
                 f"NASWOT search, {candidates} candidates, {storage} storage, {label}: "
                 "time per candidate vs MALA HyperOptNASWOT",
-                per_candidate, reference_per_candidate,
-                None if reference_per_candidate is None else per_candidate / reference_per_candidate,
+                statistics.median(ours), None if reference is None else statistics.median(reference),
+                None if ratios is None else statistics.median(ratios),
                 "<= 0.2 (at least 5x MALA's rate)" if target else None, RATE_TARGET if target else None,
-                "s per candidate", seconds=ours, mala_seconds=reference,
-                malahydra_candidates_per_s=candidates / ours,
-                mala_candidates_per_s=None if reference is None else mala_trials / reference, **common_raw,
+                "s per candidate", ratio_range=None if ratios is None else [min(ratios), max(ratios)],
+                pair_seconds=[[round(o * candidates, 3), None if r is None else round(r * mala_trials, 3)]
+                              for o, r in zip(ours, reference or [None] * len(ours))],
+                malahydra_candidates_per_s=1 / statistics.median(ours),
+                mala_candidates_per_s=None if reference is None else 1 / statistics.median(reference), **common_raw,
             ))
     return rows
 

@@ -6,16 +6,20 @@ process, timed from start to exit. The sweeper side includes everything a user p
 for: Hydra composition per job, the SQLite study, the result files and the job
 directories.
 
+The bare loop builds each trial's config with Hydra's `compose()`. A second loop, for
+information, composes the config once and copies and updates it per trial, which is
+the least config work a script can do. Its row shows what the sweep costs beyond that.
+
 Both sides train with one torch thread (`training.num_threads=1`), so that each needs
-one core and other processes on a shared machine disturb it less. The two sides
-alternate, sweep then bare loop, for `PAIRS` pairs, so that a spell of load from other
-processes hits both sides alike. Each pair gives one ratio sweep /
-bare loop; the row reports the median ratio (target: <= 1.15), its range, and the
-median wall time of each side.
+one core and other processes on a shared machine disturb it less. The sides run one
+after another, sweep, bare loop, compose-once loop, for `ROUNDS` rounds, so that a
+spell of load from other processes hits all alike. Each round gives one ratio sweep /
+loop per loop; each row reports the median ratio (target for the bare loop: <= 1.15),
+its range, and the median wall time of each side.
 
     MALAHYDRA_DATA_DIR=/path/to/Be2 python bench/orchestration.py [--quick] [--runs N]
 
-`--quick` runs one pair of 3 trials per side instead of `PAIRS` pairs of 20.
+`--quick` runs one round of 3 trials per side instead of `ROUNDS` rounds of 20.
 """
 
 import statistics
@@ -35,21 +39,25 @@ else:
     import common
 
 TRIALS = 20
-# Pairs per run: 20 to 40 s each on 2 cores, so a full run takes 2 to 3 minutes.
-PAIRS = 5
+# Rounds per run: 25 to 35 s each on 2 cores, so a full run takes about 4 minutes.
+ROUNDS = 7
 RATIO_TARGET = 1.15
 THREADS = "training.num_threads=1"
 
 
-def run_bare_loop(data_dir: str, sweep_dir: Path, output: Path) -> None:
+def run_bare_loop(data_dir: str, sweep_dir: Path, output: Path, compose_once: bool = False) -> None:
     """The reference: an Optuna ask/tell loop calling the training function directly.
 
     It trains the configurations of the sweep's SQLite study in the same order, so both
-    sides do the same training work.
+    sides do the same training work. Each trial's config comes from Hydra's `compose()`,
+    or with `compose_once` from one composed config, copied and updated with the
+    trial's values.
     """
+    import copy
+
     import optuna
     from hydra import compose, initialize_config_module
-    from omegaconf import open_dict
+    from omegaconf import OmegaConf, open_dict
 
     from malahydra.search.space import format_override
     from malahydra.training.run import train
@@ -59,12 +67,18 @@ def run_bare_loop(data_dir: str, sweep_dir: Path, output: Path) -> None:
     for trial in sorted(swept.trials, key=lambda t: t.number):
         study.enqueue_trial(trial.params)
 
+    fixed = ["sweeps=mala_standard", f"data.dir={data_dir}", "training.max_epochs=1", THREADS]
     with initialize_config_module(config_module="malahydra.conf", version_base="1.3"):
+        base = compose(config_name="config", overrides=fixed) if compose_once else None
         for _ in swept.trials:
             trial = study.ask()
-            overrides = [format_override(name, value) for name, value in trial.params.items()]
-            cfg = compose(config_name="config", overrides=[
-                "sweeps=mala_standard", f"data.dir={data_dir}", "training.max_epochs=1", THREADS, *overrides])
+            if compose_once:
+                cfg = copy.deepcopy(base)
+                for name, value in trial.params.items():
+                    OmegaConf.update(cfg, name, value)
+            else:
+                overrides = [format_override(name, value) for name, value in trial.params.items()]
+                cfg = compose(config_name="config", overrides=[*fixed, *overrides])
             with open_dict(cfg):
                 cfg.pop("hydra", None)
             job_dir = output / str(trial.number)
@@ -78,35 +92,40 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def measure(data_dir: str, trials: int) -> tuple[float, float]:
-    """Return the wall times in seconds of one sweep and of the bare loop over its trials."""
+def measure(data_dir: str, trials: int) -> tuple[float, float, float]:
+    """Return the wall times in seconds of one sweep, of the bare loop over its trials, and of the compose-once loop."""
     with tempfile.TemporaryDirectory() as scratch:
         sweep = timed([
             sys.executable, str(REPO / "train.py"), "-m", f"data.dir={data_dir}", "sweeps=mala_standard",
             "training.max_epochs=1", THREADS, f"hydra.sweeper.n_trials={trials}", "hydra.sweeper.seed=1",
             f"hydra.sweep.dir={scratch}/sweep"])
         bare = timed([sys.executable, __file__, "--bare", data_dir, f"{scratch}/sweep", f"{scratch}/bare"])
-    return sweep, bare
+        once = timed([sys.executable, __file__, "--bare-once", data_dir, f"{scratch}/sweep", f"{scratch}/once"])
+    return sweep, bare, once
 
 
 def run(quick: bool) -> list[dict]:
     trials = 3 if quick else TRIALS
-    pairs = [measure(str(common.be2_data_dir()), trials) for _ in range(1 if quick else PAIRS)]
-    ratios = [sweep / bare for sweep, bare in pairs]
-    sweep = statistics.median(s for s, _ in pairs)
-    bare = statistics.median(b for _, b in pairs)
-    return [common.make_row(
-        f"orchestration, {trials} one-epoch TPE trials on mala_standard: train.py -m (SQLite) vs bare Optuna loop",
-        sweep, bare, statistics.median(ratios), f"<= {RATIO_TARGET:g}", RATIO_TARGET, "s",
-        trials=trials, pairs=len(pairs), ratio_range=[min(ratios), max(ratios)],
-        pair_seconds=[[round(s, 2), round(b, 2)] for s, b in pairs],
-        overhead_ms_per_trial=statistics.median(s - b for s, b in pairs) / trials * 1000)]
+    measured = [measure(str(common.be2_data_dir()), trials) for _ in range(1 if quick else ROUNDS)]
+    rows = []
+    for index, (reference, target) in enumerate((("bare Optuna loop", True),
+                                                 ("bare Optuna loop composing the config once", False)), start=1):
+        pairs = [(times[0], times[index]) for times in measured]
+        ratios = [sweep / bare for sweep, bare in pairs]
+        rows.append(common.make_row(
+            f"orchestration, {trials} one-epoch TPE trials on mala_standard: train.py -m (SQLite) vs {reference}",
+            statistics.median(s for s, _ in pairs), statistics.median(b for _, b in pairs), statistics.median(ratios),
+            f"<= {RATIO_TARGET:g}" if target else None, RATIO_TARGET if target else None, "s",
+            trials=trials, pairs=len(pairs), ratio_range=[min(ratios), max(ratios)],
+            pair_seconds=[[round(s, 2), round(b, 2)] for s, b in pairs],
+            overhead_ms_per_trial=statistics.median(s - b for s, b in pairs) / trials * 1000))
+    return rows
 
 
 def main() -> None:
     # The bare loop runs in its own process, started by measure() with --bare.
-    if len(sys.argv) == 5 and sys.argv[1] == "--bare":
-        run_bare_loop(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))
+    if len(sys.argv) == 5 and sys.argv[1] in ("--bare", "--bare-once"):
+        run_bare_loop(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), compose_once=sys.argv[1] == "--bare-once")
         return
     common.main(run, __doc__)
 
