@@ -137,35 +137,44 @@ def score_candidates(
         groups.setdefault(group_key(model, data), []).append((entry, model, split))
 
     for repeat, seed in enumerate(seeds):
-        # The Jacobians of all candidates are scored together, because one batched
-        # factorization costs less than one per group.
-        pending: list[tuple[dict, torch.Tensor]] = []
-        buckets: dict[tuple, list[tuple[list[dict], GroupSetup]]] = {}
-        for key, members in groups.items():
-            if key is None:
-                for entry, model, split in members:
-                    record_outcome(entry, repeat, score_one(model, split, batch_size, seed, device))
-                continue
-            setup = prepare_group([model for _, model, _ in members], members[0][2], batch_size, seed, device)
-            valid = []
-            for (entry, _, _), pattern in zip(members, setup.patterns):
-                if isinstance(pattern, Exception):
-                    record_outcome(entry, repeat, pattern)
-                else:
-                    valid.append(entry)
-            if valid:
-                buckets.setdefault(setup.bucket_key(), []).append((valid, setup))
-        for bucket in buckets.values():
-            patterns = [[shared_activation(name) for name in names] for names in bucket[0][1].valid_patterns()]
-            jacobians = stacked_mlp_jacobian_rows([setup.linears for _, setup in bucket], patterns,
-                                                  torch.stack([setup.batch for _, setup in bucket]))
-            for (valid, _), group_jacobians in zip(bucket, jacobians):
-                pending.extend(zip(valid, group_jacobians))
-        if pending:
-            scores = surrogates_from_jacobians(torch.stack([jacobian for _, jacobian in pending]))
-            for (entry, _), outcome in zip(pending, scores):
-                record_outcome(entry, repeat, outcome)
+        score_repeat(groups, repeat, seed, batch_size, device)
     return entries
+
+
+def score_repeat(
+    groups: dict[str | None, list[tuple[dict, dict, DataSplit]]], repeat: int, seed: int, batch_size: int,
+    device: torch.device,
+) -> None:
+    """Score repeat `repeat` of every candidate of `groups` (see `group_key`) into its entry."""
+    # The Jacobians of all candidates are scored together, because one batched
+    # factorization costs less than one per group.
+    pending: list[tuple[dict, torch.Tensor]] = []
+    buckets: dict[tuple, list[tuple[list[dict], GroupSetup]]] = {}
+    for key, members in groups.items():
+        if key is None:
+            for entry, model, split in members:
+                record_outcome(entry, repeat, score_one(model, split, batch_size, seed, device))
+            continue
+        setup = prepare_group([model for _, model, _ in members], members[0][2], batch_size, seed, device)
+        valid = []
+        for (entry, _, _), pattern in zip(members, setup.patterns):
+            if isinstance(pattern, Exception):
+                record_outcome(entry, repeat, pattern)
+            else:
+                valid.append(entry)
+        if valid:
+            buckets.setdefault(setup.bucket_key(), []).append((valid, setup))
+
+    for bucket in buckets.values():
+        patterns = [[shared_activation(name) for name in names] for names in bucket[0][1].valid_patterns()]
+        jacobians = stacked_mlp_jacobian_rows([setup.linears for _, setup in bucket], patterns,
+                                              torch.stack([setup.batch for _, setup in bucket]))
+        for (valid, _), group_jacobians in zip(bucket, jacobians):
+            pending.extend(zip(valid, group_jacobians))
+    if pending:
+        scores = surrogates_from_jacobians(torch.stack([jacobian for _, jacobian in pending]))
+        for (entry, _), outcome in zip(pending, scores):
+            record_outcome(entry, repeat, outcome)
 
 
 def record_outcome(entry: dict[str, Any], repeat: int, outcome: float | Exception) -> None:

@@ -37,9 +37,9 @@ from .space import (
     missing_keys,
     parse_overrides,
 )
-from .plot_process import PlotProcess
-from .inprocess import InProcessLauncher, is_basic_launcher
 from .heartbeat import Heartbeat, last_heartbeat, write_heartbeat
+from .inprocess import InProcessLauncher, is_basic_launcher
+from .plot_process import PlotProcess
 from .storage import describe_storage, load_or_create_study, storage_reference
 from .study_admin import LivenessSettings, repair_stale_trials, retarget_trial_number
 from .trial_context import RESULT_FILE, ResultRecordingTask, read_result_record
