@@ -201,3 +201,17 @@ def test_stale_claim_scored_again(tmp_path, be2_dir):
     reopened = optuna.load_study(study_name="malahydra", storage=open_storage(storage_reference("sqlite", sweep_dir)))
     claims = reopened._storage.get_study_system_attrs(reopened._study_id)
     assert [value for key, value in claims.items() if key.startswith(CLAIM_PREFIX) and value] == []
+
+
+def test_direction_mismatch_names_selection(tmp_path):
+    from malahydra.search.naswot import NaswotMethod
+    from malahydra.search.storage import StorageConfigError
+
+    reference = f"sqlite:{tmp_path / 'optuna.db'}"
+    load_or_create_study(reference, "malahydra", "minimize", optuna.samplers.RandomSampler(), optuna.pruners.NopPruner())
+
+    with pytest.raises(StorageConfigError) as error:
+        load_or_create_study(reference, "malahydra", "maximize", optuna.samplers.RandomSampler(),
+                             optuna.pruners.NopPruner(), direction_setting=NaswotMethod.direction_setting)
+
+    assert "set hydra.sweeper.naswot.select=smallest or choose a new hydra.sweeper.study_name" in str(error.value)

@@ -145,6 +145,19 @@ def test_all_failing_stops_with_results(tmp_path):
     assert summary["best_value"] is None
 
 
+def test_rerun_after_fixed_failures_reaches_budget(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    broken = run_sweep(QUADRATIC_APP, sweep_dir, SEED, "behavior.fail_above_x=-2", "hydra.sweeper.max_failure_rate=0.5")
+    assert broken.returncode == 1
+
+    fixed = run_sweep(QUADRATIC_APP, sweep_dir, SEED, "hydra.sweeper.max_failure_rate=0.5")
+
+    assert fixed.returncode == 0, fixed.stderr
+    summary = results_of(sweep_dir)
+    assert summary["n_complete"] == 6
+    assert summary["n_failed"] == 4
+
+
 def test_unknown_sampler_one_line_error(tmp_path):
     run = run_sweep(QUADRATIC_APP, tmp_path / "sweep", "hydra.sweeper.sampler=cmaes")
 

@@ -81,6 +81,12 @@ class NaswotMethod(FixedConfigMethod):
 
     # -- preparation -----------------------------------------------------------------
 
+    @staticmethod
+    def direction_setting(direction: str) -> str:
+        """Return the override that gives a NASWOT study `direction`: its selection, not hydra.sweeper.direction."""
+        selection = next(name for name, selected in SELECTIONS.items() if selected == direction)
+        return f"hydra.sweeper.naswot.select={selection}"
+
     def prepare(self, space: list[SearchParameter]) -> list[SearchParameter]:
         """Validate the settings, drop training parameters and enumerate the candidates.
 

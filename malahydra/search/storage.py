@@ -339,9 +339,13 @@ def describe_storage(reference: str) -> str:
 
 
 def load_or_create_study(
-    reference: str, study_name: str, direction: str, sampler: Any, pruner: Any
+    reference: str, study_name: str, direction: str, sampler: Any, pruner: Any,
+    direction_setting: Callable[[str], str] | None = None,
 ) -> optuna.study.Study:
     """Load the named study, or create it; its direction must match the configured one.
+
+    `direction_setting` turns the stored direction into the override that selects it,
+    for the error message (default: `hydra.sweeper.direction=<direction>`).
 
     Creating the tables of a fresh database and the study is done under the storage's
     "schema" lock (see `claims.StudyLock`), so many drivers may start at the same moment.
@@ -359,10 +363,11 @@ def load_or_create_study(
     finally:
         schema_lock.close()
     register_study_lock(study, StudyLock(reference, study_name))
-    if study.direction.name.lower() != direction:
+    stored = study.direction.name.lower()
+    if stored != direction:
+        setting = direction_setting(stored) if direction_setting else f"hydra.sweeper.direction={stored}"
         raise StorageConfigError(
-            f"Study {study_name!r} in the storage optimizes {study.direction.name.lower()}, "
-            f"not {direction}; set hydra.sweeper.direction={study.direction.name.lower()} "
+            f"Study {study_name!r} in the storage optimizes {stored}, not {direction}; set {setting} "
             "or choose a new hydra.sweeper.study_name."
         )
     return study

@@ -95,6 +95,7 @@ class SearchSweeper:
         self.started_at = time.time()
         self.method = None
         self.plot_process: PlotProcess | None = None
+        self.failed_before = 0
         # optuna.Trial objects of the batch that runs, by trial number (see PendingTrial.trial).
         self._batch_trials: dict[int, optuna.Trial] = {}
 
@@ -119,8 +120,11 @@ class SearchSweeper:
                 self.plot_process.close()
 
     def _search(self) -> dict:
-        self.progress = report.SweepProgress(self.settings["direction"], self.budget,
-                                             self.study.get_trials(deepcopy=False))
+        trials = self.study.get_trials(deepcopy=False)
+        self.progress = report.SweepProgress(self.settings["direction"], self.budget, trials)
+        # FAIL trials of earlier runs do not count against max_failure_rate, so that after
+        # fixing their cause the same command runs to the budget.
+        self.failed_before = _count_states(trials)[TrialState.FAIL]
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
 
@@ -181,6 +185,7 @@ class SearchSweeper:
         self.study = load_or_create_study(
             self.storage_ref, self.study_name, s["direction"],
             self._sampler_for(0), make_pruner(s["pruner"], s.get("pruner_options") or {}),
+            direction_setting=getattr(self.method, "direction_setting", None),
         )
         self.lock = study_lock(self.study)
         log.info("Study %r in %s: budget %d COMPLETE trials, sampler %s, pruner %s, space %s.",
@@ -404,7 +409,7 @@ class SearchSweeper:
     # -- bookkeeping -----------------------------------------------------------------
 
     def _start_plot_process(self, summary: dict) -> None:
-        """Start the plot helper after the first batch, if the budget asks for more trials.
+        """Start the plot helper after the first batch, if the budget calls for more trials.
 
         The helper then prepares matplotlib while later batches run (see plot_process.py).
         It is not started earlier, because on a machine with two cores a NASWOT scoring
@@ -433,10 +438,15 @@ class SearchSweeper:
         self.progress.refresh_best_config(summary, self.sweep_dir)
 
     def _check_failures(self, summary: dict) -> None:
+        """Stop the search once the FAIL trials since this driver started exceed the failure limit.
+
+        A search that has reached its budget is not stopped.
+        """
         rate = float(self.settings["max_failure_rate"])
-        if failure_limit_exceeded(summary["n_failed"], self.budget, rate):
+        failed = summary["n_failed"] - self.failed_before
+        if summary["n_complete"] < self.budget and failure_limit_exceeded(failed, self.budget, rate):
             raise SweepStopped(
-                f"Stopped study {self.study_name!r}: {summary['n_failed']} FAIL trials exceed "
+                f"Stopped study {self.study_name!r}: {failed} FAIL trials in this run exceed "
                 f"max_failure_rate={rate} of n_trials={self.budget}; see the fail_reason column of "
                 f"{self.sweep_dir / results.TRIALS_FILE}, fix the cause and run the same command to continue."
             )
