@@ -112,7 +112,7 @@ def test_job_config_sweep_override_rejected_as_by_hydra(sweep_context):
 
 
 class RecordingTask:
-    """A task function that records what a job sees, and raises for a learning rate of 0."""
+    """A task function that records the HydraConfig, config and cwd of each job, and raises for a learning rate of 0."""
 
     def __init__(self) -> None:
         self.seen: list[dict] = []

@@ -13,7 +13,7 @@ import yaml
 from optuna.trial import TrialState
 
 from sweeper_apps.runner import (
-    QUADRATIC_APP, load_trials, open_storage, run_sweep, run_sweep_until, states, storage_reference,
+    QUADRATIC_APP, load_trials, open_storage, run_sweep, states, storage_reference,
 )
 
 SEED = "hydra.sweeper.seed=7"

@@ -5,13 +5,15 @@ default). Jobs see the same config, the same `HydraConfig`, the same `.hydra/` f
 and the same callbacks as under the basic launcher. What costs less:
 
 - Composition. The basic launcher composes every job's config from the config files,
-  about 0.25 s a job on one core of the benchmark machine. Here the config of each set
-  of config-group choices is composed once. A job gets a copy of it, with its value
-  overrides applied by Hydra's own override code. A job that changes a config group
-  or the search path gets a full composition, so a cached config never stands in for
-  a different one.
-- Copies. `hydra.core.utils.run_job` deep-copies the job's config twice; the copy made
-  here already belongs to the job, so the job receives it without its `hydra` node.
+  about 0.25 s a job on one core of the benchmark machine (an estimate from a profile).
+  Here a job whose overrides start with the sweep's own fixed ones gets a copy of the
+  sweep's config, which has them applied already. Other jobs get a copy of one
+  composition per set of config-group choices. Hydra's own override code then applies
+  the job's values. A job that changes a config group or the search path gets a full
+  composition, so a cached config is never used in place of a different one.
+- Copies. `hydra.core.utils.run_job` deep-copies the job's config twice. Here the config
+  already belongs to the job, so only its part without the `hydra` node is copied, for
+  the task function.
 - The `.hydra/` files are written with the libyaml emitter when PyYAML has it.
 """
 
@@ -41,7 +43,7 @@ from hydra.core.utils import (
 )
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
