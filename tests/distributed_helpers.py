@@ -89,6 +89,14 @@ def wait_all(processes: list[subprocess.Popen], timeout: float) -> list[int]:
     return codes
 
 
+def failed_index(codes: list[int], first: int = 0) -> int:
+    """Return the number of the first driver with a nonzero exit code.
+
+    `codes` are the exit codes of drivers `first`, `first` + 1, and so on.
+    """
+    return first + next((i for i, code in enumerate(codes) if code), 0)
+
+
 def driver_output(sweep_dir: Path, index: int) -> str:
     return (sweep_dir.parent / f"driver_{index}.log").read_text()
 
@@ -155,12 +163,19 @@ def objective(cfg) -> float:
     first = json.loads(checkpoint.read_text())["epoch"] + 1 if checkpoint.exists() else 0
     for epoch in range(first, cfg.epochs):
         time.sleep(cfg.step_s)
-        checkpoint.write_text(json.dumps({"epoch": epoch}))
+        _write_atomically(checkpoint, json.dumps({"epoch": epoch}))
     value = (cfg.x - 0.3) ** 2 + (cfg.y - 2) ** 2
     with open(cfg.log_file, "a") as log:
         log.write(f"{out.name} {cfg.x!r} {os.getpid()} {time.time()!r}\n")
-    result.write_text(json.dumps({"value": value}))
+    _write_atomically(result, json.dumps({"value": value}))
     return value
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # A driver killed mid-write leaves the old file or none, as with the training's checkpoints.
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def create_study_at(reference: str, study_name: str, start_at: float) -> None:

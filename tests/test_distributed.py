@@ -21,6 +21,7 @@ from distributed_helpers import (
     APP,
     driver_env,
     driver_output,
+    failed_index,
     fixed_configs,
     fresh_database,
     log_counts,
@@ -82,7 +83,7 @@ def test_fixed_configs_each_once(tmp_path, storage):
                             *driver_options(storage, study, f"hydra.sweeper.n_trials={N_CONFIGS}"))
     codes = wait_all(drivers, TIMEOUT_S)
 
-    assert codes == [0] * N_DRIVERS, driver_output(sweep_dir, codes.index(next(c for c in codes if c)))
+    assert codes == [0] * N_DRIVERS, driver_output(sweep_dir, failed_index(codes))
     trials = load_study(reference, study).get_trials()
     expected = {config["x"] for config in fixed_configs(N_CONFIGS)}
     assert len(trials) == N_CONFIGS
@@ -108,7 +109,7 @@ def test_killed_driver_nothing_lost(tmp_path, storage):
     codes = wait_all(drivers[1:], TIMEOUT_S)
 
     assert killed == -signal.SIGKILL
-    assert codes == [0] * (N_DRIVERS - 1), driver_output(sweep_dir, 1)
+    assert codes == [0] * (N_DRIVERS - 1), driver_output(sweep_dir, failed_index(codes, first=1))
     trials = load_study(reference, study).get_trials()
     expected = Counter(config["x"] for config in fixed_configs(N_CONFIGS))
     assert complete_xs(trials) == expected
@@ -125,7 +126,7 @@ def test_tpe_budget_exact(tmp_path, storage):
     drivers = start_drivers(N_DRIVERS, sweep_dir, log_file, *driver_options(storage, study, "hydra.sweeper.n_trials=20"))
     codes = wait_all(drivers, TIMEOUT_S)
 
-    assert codes == [0] * N_DRIVERS, driver_output(sweep_dir, 0)
+    assert codes == [0] * N_DRIVERS, driver_output(sweep_dir, failed_index(codes))
     trials = load_study(storage_reference(storage, sweep_dir, study), study).get_trials()
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 20
     assert len(trials) == 20

@@ -120,6 +120,7 @@ def test_training_parameters_ignored_once(tmp_path, be2_dir):
     warnings = [line for line in run.stdout.splitlines() if "ignores the training parameter" in line]
     assert len(warnings) == 1
     assert "training.learning_rate, training.optimizer" in warnings[0]
+    assert "budget 8 candidates, each scored once (COMPLETE or FAIL)" in run.stdout
     trials = load_trials("sqlite", sweep_dir)
     assert len(trials) == 8
     assert all(set(t.params) == set(ACTIVATION_KEYS) for t in trials)

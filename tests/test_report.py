@@ -74,7 +74,13 @@ def test_sweep_end_summary_and_files(tpe_sweep):
     assert f"Top {N_TRIALS} of {N_TRIALS} COMPLETE trials (minimize):" in output
     table = output[output.index(f"Top {N_TRIALS} of"):].splitlines()
     assert re.search(rf"\]\s+{best.number}\s+{best.value:.6g}\s+{sweep_dir / str(best.number)}\s", table[2])
+    # The parameters column lines up below its heading, however long the directories are.
+    column = table[1].index("parameters")
+    for row in table[2:2 + N_TRIALS]:
+        assert row[column - 2:column] == "  " and row[column] != " " and "=" in row[column:].split(",")[0], row
     assert f"Results: {sweep_dir / 'optimization_results.yaml'}, {sweep_dir / 'trials.csv'}" in output
+    # The trials' metrics are in their metrics.json files, not printed into the sweep's output.
+    assert '"objective":' not in output
     for name in [*SAMPLER_PLOTS, "best_config.yaml"]:
         assert (sweep_dir / name).is_file(), name
 
@@ -204,7 +210,7 @@ def test_report_unknown_study(tpe_sweep, tmp_path):
 
     assert report.returncode == 1
     assert report.stderr.splitlines() == [
-        f"Error: Study 'missing' not found in sqlite:{sweep_dir / 'optuna.db'}; it contains 'malahydra'. "
+        f"Error: Study 'missing' not found in sqlite:///{sweep_dir / 'optuna.db'}; it contains 'malahydra'. "
         "Check hydra.sweeper.study_name in multirun.yaml."
     ]
     assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["multirun.yaml"]
@@ -258,6 +264,20 @@ def test_best_config_rewritten_only_on_new_best(tmp_path):
                                   "best_trial_dir": str(tmp_path / "1")}, tmp_path)
 
     assert "learning_rate: 0.2" in best_config.read_text()
+
+
+def test_unreadable_best_config_source_is_a_warning(tmp_path, caplog):
+    hydra_dir = tmp_path / "0" / ".hydra"
+    hydra_dir.mkdir(parents=True)
+    # As a config.yaml caught halfway through being written.
+    (hydra_dir / "config.yaml").write_text("training:\n  learning_rate: [0.1\n")
+    summary = {"study_name": "s", "best_trial_number": 0, "best_value": 1.0, "best_trial_dir": str(tmp_path / "0")}
+
+    with caplog.at_level("WARNING", logger=report.__name__):
+        report.SweepProgress("minimize", budget=4).refresh_best_config(summary, tmp_path)
+
+    assert not (tmp_path / report.BEST_CONFIG_FILE).exists()
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [f"{report.BEST_CONFIG_FILE} not written"]
 
 
 def test_best_config_keeps_run_directory(tmp_path):

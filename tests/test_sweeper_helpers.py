@@ -164,6 +164,14 @@ def test_storage_reference_hides_url(monkeypatch, tmp_path):
         storage_reference({"driver": "redis"}, "s")
 
 
+def test_sqlite_storage_described_as_optuna_url(tmp_path):
+    optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}", study_name="s")
+    url = describe_storage(storage_reference({"driver": "sqlite", "path": str(tmp_path / "a.db")}, "s"))
+
+    assert optuna.load_study(study_name="s", storage=url).study_name == "s"
+    assert describe_storage(f"journal:{tmp_path / 'a.journal'}") == f"journal file {tmp_path / 'a.journal'}"
+
+
 def test_results_best_and_rows(tmp_path):
     study = optuna.create_study()
     for value in (3.0, 1.0, 2.0):
@@ -232,3 +240,49 @@ def test_concurrent_result_writers(tmp_path):
     assert errors == []
     assert (tmp_path / TRIALS_FILE).read_text().startswith("number,")
     assert (tmp_path / RESULTS_FILE).is_file()
+
+
+def dead_driver() -> str:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return f"{driver_identity().split(':')[0]}:{finished.stdout.strip()}:1"
+
+
+def reclaiming_sweeper(tmp_path):
+    """A SearchSweeper on a fresh SQLite study, set up as far as _reclaim_orphans needs."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.malahydra_sweeper.config import MalahydraSweeperConf
+    from malahydra.search.storage import load_or_create_study
+    from malahydra.search.study_admin import LivenessSettings
+    from malahydra.search.sweeper import SearchSweeper
+
+    sweeper = SearchSweeper()
+    sweeper.settings = {**OmegaConf.to_container(OmegaConf.structured(MalahydraSweeperConf)), "seed": 3}
+    sweeper.space = space({"x": "interval(0, 1)"})
+    sweeper.fixed = []
+    sweeper.storage_ref = f"sqlite:{tmp_path / 'optuna.db'}"
+    sweeper.liveness = LivenessSettings.from_settings(sweeper.settings)
+    sweeper.study = load_or_create_study(sweeper.storage_ref, "s", "minimize", None, None)
+    return sweeper
+
+
+def test_orphan_finished_after_the_read_is_left_alone(tmp_path):
+    sweeper = reclaiming_sweeper(tmp_path)
+    study = sweeper.study
+    distributions = {p.name: p.distribution for p in sweeper.space}
+    # Trial 2 has no parameters yet, as when its driver stopped inside Optuna's ask.
+    for trial in (study.ask(distributions), study.ask(distributions), study.ask()):
+        trial.set_user_attr("driver", dead_driver())
+    running = study.get_trials(states=(TrialState.RUNNING,))
+    # The drivers of trials 0 and 2 reported their outcomes after `running` was read, and then stopped.
+    study.tell(0, 1.5)
+    study.tell(2, state=TrialState.PRUNED)
+
+    batch, touched = sweeper._reclaim_orphans(running)
+
+    assert [pending.number for pending in batch] == [1]
+    assert touched == {0, 1, 2}
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED]
+    assert (trials[0].value, trials[1].user_attrs["retries"]) == (1.5, 1)
+    assert "fail_reason" not in trials[2].user_attrs

@@ -120,6 +120,8 @@ class NaswotMethod(FixedConfigMethod):
         self.grid_indices = candidate_indices(grid_size(self.space), n_trials, 0 if seed is None else int(seed))
         self.candidates = [candidate_params(self.space, index) for index in self.grid_indices]
         self.budget = len(self.candidates)
+        # A candidate whose network cannot be built or scored ends FAIL and is not scored again.
+        self.budget_text = f"{self.budget} candidates, each scored once (COMPLETE or FAIL)"
         self.settings["direction"] = SELECTIONS[self.select]
         log.info("NASWOT: %d candidate(s) of a grid of %d, %d per scoring job, selecting the %s score.",
                  self.budget, grid_size(self.space), self.candidates_per_job, self.select)

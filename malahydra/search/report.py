@@ -10,13 +10,12 @@ result files, `best_config.yaml` and the plots from the study at any time
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Sequence
 
+import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from . import results
@@ -85,7 +84,7 @@ class SweepProgress:
         try:
             if write_best_config(summary, sweep_dir) is not None:
                 self.best_config_key = key
-        except (ReportError, OSError, ValueError) as error:
+        except (ReportError, OSError, ValueError, yaml.YAMLError) as error:
             message = f"{BEST_CONFIG_FILE} not written: {error}"
             if message != self.last_warning:
                 log.warning("%s", message)
@@ -195,7 +194,7 @@ def write_best_config(summary: dict, sweep_dir: Path) -> Path | None:
     if source.config_file.parent.parent.name == "repeat_0":
         header.append("# The trial's value combines several trainings; this config has the seed of the first one.")
     path = sweep_dir / BEST_CONFIG_FILE
-    _replace(path, "\n".join(header) + "\n" + OmegaConf.to_yaml(config))
+    results.replace_text(path, "\n".join(header) + "\n" + OmegaConf.to_yaml(config))
     return path
 
 
@@ -211,14 +210,6 @@ def run_settings_of_root_config() -> dict:
 
 def best_config_command(sweep_dir: Path) -> str:
     return f"python train.py --config-path {Path(sweep_dir).resolve()} --config-name {Path(BEST_CONFIG_FILE).stem}"
-
-
-def _replace(path: Path, text: str) -> None:
-    # The driver and `malahydra report` may write the same file at once; each renames its own
-    # temporary file, so a reader always finds a whole file.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 # -- summary table -----------------------------------------------------------------------
@@ -246,11 +237,12 @@ def summary_table(summary: dict, trials: Sequence[FrozenTrial], sweep_dir: Path,
     if not ranked:
         return ["No COMPLETE trial yet."]
     value_name = "score" if summary.get("method") == "naswot" else "value"
+    directories = [job_directory(trial, sweep_dir, summary.get("method")) for trial in ranked]
+    width = max(len("directory"), *map(len, directories))
     lines = [f"Top {len(ranked)} of {summary['n_complete']} COMPLETE trials ({summary['direction']}):",
-             f"{'trial':>6}  {value_name:>12}  {'directory':<30}  parameters"]
-    for trial in ranked:
-        directory = job_directory(trial, sweep_dir, summary.get("method"))
-        lines.append(f"{trial.number:>6}  {trial.value:>12.6g}  {directory:<30}  {params_text(trial.params)}")
+             f"{'trial':>6}  {value_name:>12}  {'directory':<{width}}  parameters"]
+    for trial, directory in zip(ranked, directories):
+        lines.append(f"{trial.number:>6}  {trial.value:>12.6g}  {directory:<{width}}  {params_text(trial.params)}")
     return lines
 
 

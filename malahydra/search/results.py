@@ -108,19 +108,22 @@ def write_results(
 ) -> None:
     """Write both result files atomically, so a killed driver leaves the previous ones intact."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    _replace(sweep_dir / RESULTS_FILE, yaml.dump(_plain(summary), Dumper=_YAML_DUMPER, sort_keys=False))
+    replace_text(sweep_dir / RESULTS_FILE, yaml.dump(_plain(summary), Dumper=_YAML_DUMPER, sort_keys=False))
 
     columns, rows = trial_rows(trials, sweep_dir, extra_columns)
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    _replace(sweep_dir / TRIALS_FILE, table.getvalue())
+    replace_text(sweep_dir / TRIALS_FILE, table.getvalue())
 
 
-def _replace(path: Path, text: str) -> None:
-    # Several drivers of one search write the same files, so each writes its own temporary
-    # file. The last rename wins, and a reader always finds a whole file.
+def replace_text(path: Path, text: str) -> None:
+    """Write `text` into `path` through a temporary file of this process and thread.
+
+    Several drivers of one search, and `malahydra report`, write the same files. The
+    last rename wins, and a reader always finds a whole file.
+    """
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     temporary.write_text(text, newline="")
     os.replace(temporary, path)

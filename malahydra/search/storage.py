@@ -326,8 +326,16 @@ def reaches_storage(reference: str) -> bool:
 
 
 def describe_storage(reference: str) -> str:
-    """Describe a storage for logs, with any password in a database URL masked."""
+    """Describe a storage for logs and results: a URL Optuna opens, with any password masked.
+
+    An SQLite file is shown as `sqlite:///PATH`, the form that Optuna, `optuna-dashboard`
+    and `malahydra study --storage` accept. A journal is shown as `journal file PATH`.
+    """
     kind, _, value = reference.partition(":")
+    if kind == "sqlite":
+        return f"sqlite:///{value}"
+    if kind == "journal":
+        return f"journal file {value}"
     if kind != "env":
         return reference
     url = os.environ.get(value)

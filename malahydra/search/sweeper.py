@@ -188,8 +188,9 @@ class SearchSweeper:
             direction_setting=getattr(self.method, "direction_setting", None),
         )
         self.lock = study_lock(self.study)
-        log.info("Study %r in %s: budget %d COMPLETE trials, sampler %s, pruner %s, space %s.",
-                 self.study_name, describe_storage(self.storage_ref), self.budget, s["sampler"],
+        budget = getattr(self.method, "budget_text", f"{self.budget} COMPLETE trials")
+        log.info("Study %r in %s: budget %s, sampler %s, pruner %s, space %s.",
+                 self.study_name, describe_storage(self.storage_ref), budget, s["sampler"],
                  s["pruner"], {p.name: str(p.distribution) for p in self.space})
 
     def _sampler_for(self, number: int) -> optuna.samplers.BaseSampler:
@@ -254,36 +255,53 @@ class SearchSweeper:
         reclaim_all = bool(self.settings.get("reclaim_running_trials"))
         pending = []
         touched: set[int] = set()
-        names = {p.name for p in self.space}
         for trial in running:
             if not self._is_orphan(trial, reclaim_all):
                 continue
             touched.add(trial.number)
-            if set(trial.params) != names:
-                self.study.tell(trial.number, state=TrialState.FAIL)
-                # Optuna's ask pops an enqueued trial first and writes its parameters after,
-                # so a driver killed in between leaves them only in `fixed_params`.
-                fixed = trial.system_attrs.get("fixed_params")
-                if isinstance(fixed, dict) and set(fixed) == names:
-                    self.study.enqueue_trial(fixed, user_attrs={"requeued_from": trial.number})
-                    log.warning("Trial %d was left RUNNING before its parameters were written; marked FAIL "
-                                "and its enqueued configuration %s queued again.", trial.number, fixed)
-                else:
-                    log.warning("Trial %d was left RUNNING with another search space; marked FAIL.", trial.number)
+            try:
+                reclaimed = self._take_over(trial)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # `running` was read before the trial's driver reported its outcome and stopped.
+                log.info("Trial %d finished while being reclaimed; left as it is.", trial.number)
                 continue
-            retries = int(trial.user_attrs.get("retries", 0))
-            orphan = optuna.Trial(self.study, trial._trial_id)
-            if retries >= self.liveness.max_retries:
-                reason = f"driver stopped {retries + 1} times; not retried, max_retries={self.liveness.max_retries} reached"
-                orphan.set_user_attr("fail_reason", reason)
-                self.study.tell(orphan, state=TrialState.FAIL)
-                log.warning("Trial %d FAIL for good: %s.", trial.number, reason)
-                continue
-            log.info("Trial %d was left RUNNING by a stopped driver; running it again in its directory.", trial.number)
-            write_heartbeat(self.study._storage, trial._trial_id)
-            orphan.set_user_attr("retries", retries + 1)
-            pending.append(self._pending(orphan, dict(trial.params)))
+            if reclaimed is not None:
+                pending.append(reclaimed)
         return pending, touched
+
+    def _take_over(self, trial: optuna.trial.FrozenTrial) -> PendingTrial | None:
+        """Return an orphan as a trial to run again in its directory, or mark it FAIL and return None.
+
+        The first write to the trial raises UpdateFinishedTrialError when the trial has
+        finished since `trial` was read, before anything else changes.
+        """
+        orphan = optuna.Trial(self.study, trial._trial_id)
+        if set(trial.params) != {p.name for p in self.space}:
+            # Optuna's ask pops an enqueued trial first and writes its parameters after,
+            # so a driver killed in between leaves them only in `fixed_params`.
+            fixed = trial.system_attrs.get("fixed_params")
+            requeue = isinstance(fixed, dict) and set(fixed) == {p.name for p in self.space}
+            orphan.set_user_attr("fail_reason", "left RUNNING before its parameters were written" if requeue
+                                 else "left RUNNING with another search space")
+            self.study.tell(orphan, state=TrialState.FAIL)
+            if requeue:
+                self.study.enqueue_trial(fixed, user_attrs={"requeued_from": trial.number})
+                log.warning("Trial %d was left RUNNING before its parameters were written; marked FAIL "
+                            "and its enqueued configuration %s queued again.", trial.number, fixed)
+            else:
+                log.warning("Trial %d was left RUNNING with another search space; marked FAIL.", trial.number)
+            return None
+        retries = int(trial.user_attrs.get("retries", 0))
+        if retries >= self.liveness.max_retries:
+            reason = f"driver stopped {retries + 1} times; not retried, max_retries={self.liveness.max_retries} reached"
+            orphan.set_user_attr("fail_reason", reason)
+            self.study.tell(orphan, state=TrialState.FAIL)
+            log.warning("Trial %d FAIL for good: %s.", trial.number, reason)
+            return None
+        write_heartbeat(self.study._storage, trial._trial_id)
+        log.info("Trial %d was left RUNNING by a stopped driver; running it again in its directory.", trial.number)
+        orphan.set_user_attr("retries", retries + 1)
+        return self._pending(orphan, dict(trial.params))
 
     def _ask_batch(self, trials: list[optuna.trial.FrozenTrial] | None = None) -> list[PendingTrial]:
         """Ask for the trials that the budget allows; `trials` is the study's trials if just read under the lock."""
@@ -362,12 +380,14 @@ class SearchSweeper:
     def _record_cluster_job(self, trial: PendingTrial, job_dir: Path) -> None:
         """Store the cluster job id and log file of a trial's first job, when it ran as one."""
         info = read_job_info(job_dir)
-        if not info or self.study._storage.get_trial(trial.trial._trial_id).state != TrialState.RUNNING:
+        if not info:
             return
-        running = trial.trial
-        running.set_user_attr("cluster_job_id", str(info.get("job_id")))
-        if info.get("stderr"):
-            running.set_user_attr("cluster_log", str(info["stderr"]))
+        try:
+            trial.trial.set_user_attr("cluster_job_id", str(info.get("job_id")))
+            if info.get("stderr"):
+                trial.trial.set_user_attr("cluster_log", str(info["stderr"]))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # Another process finished the trial meanwhile, and _tell reports it.
 
     def _launch(self, jobs: list[list[str]], job_dirs: list[Path]) -> list[JobOutcome]:
         # The launcher composes each job's config, so a composition error surfaces here too;

@@ -201,5 +201,7 @@ def run_training(cfg: DictConfig) -> float:
         log.error("%s", error)
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(1)
-    print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
+    if hydra_config.mode != RunMode.MULTIRUN:
+        # A search logs each trial's outcome itself; a single run shows its metrics here.
+        print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     return float(metrics["objective"])
