@@ -8,9 +8,15 @@ from typing import NoReturn
 class MalahydraError(Exception):
     """An input or state problem the user can fix; the entry points print only its message."""
 
+    # True for an error that every trial of a search would repeat, whatever its parameters
+    # (for example a missing data directory), so the search stops at the first one.
+    stops_search = False
+
 
 class DataError(MalahydraError):
     """A data directory, snapshot file or its calculation data is missing or invalid."""
+
+    stops_search = True
 
 
 class ConfigurationError(MalahydraError):

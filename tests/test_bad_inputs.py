@@ -16,6 +16,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from malahydra.search.trial_context import read_result_record
 from sweeper_apps.runner import TRAIN_SCRIPT, app_env
 
 REPO = TRAIN_SCRIPT.parent
@@ -264,6 +265,22 @@ def test_energy_grid_mismatch(tmp_path, be2_dir):
         "Snapshot Be_snapshot0: Be_snapshot0.out.npy has 11 LDOS energies but data.energy_grid.count is 12; "
         "set data.energy_grid to the grid the LDOS was computed on.",
     )
+
+
+def test_search_stops_at_missing_data_dir(tmp_path, sweep_dir):
+    missing = tmp_path / "missing"
+    run = run_train(tmp_path, "-m", STANDARD_SPACE, "hydra.sweeper.n_trials=4", "hydra.sweeper.plots=false",
+                    f"hydra.sweep.dir={sweep_dir}", f"data.dir={missing}")
+
+    assert_one_line_error(
+        run,
+        f"Stopped study 'malahydra' at a failure that every trial would repeat: DataError: The data directory "
+        f"{missing} does not exist: point data.dir or MALAHYDRA_DATA_DIR at the folder that contains NAME.in.npy "
+        "and NAME.out.npy. Fix it and run the same command to continue.",
+    )
+    assert [(number, state) for number, state, _, _ in study_trials(sweep_dir)] == [(0, "FAIL")]
+    # A job on a cluster reports the same through the record it leaves in its directory.
+    assert read_result_record(sweep_dir / "0")["stops_search"] is True
 
 
 # -- output directories and checkpoints ------------------------------------------------

@@ -56,6 +56,17 @@ def test_exception_and_pruning_outcomes():
     assert job_outcome_from_return("FAILED", optuna.TrialPruned("at 3")).state == "pruned"
 
 
+def test_data_error_stops_search():
+    from malahydra.errors import ConfigurationError, DataError
+
+    assert job_outcome_from_return("FAILED", DataError("no data")).stops_search
+    assert not job_outcome_from_return("FAILED", ConfigurationError("bad value")).stops_search
+    assert not job_outcome_from_return("FAILED", ValueError("x")).stops_search
+    record = {"state": "failed", "reason": "DataError: no data", "stops_search": True}
+    assert job_outcome_from_record(record).stops_search
+    assert not job_outcome_from_record({"state": "failed", "reason": "ValueError: x"}).stops_search
+
+
 def test_job_without_record_fails():
     assert "without a result" in job_outcome_from_record(None).reason
     assert job_outcome_from_record(None, launcher_error="UncompletedJobError: killed").reason.endswith(
@@ -266,7 +277,7 @@ def reclaiming_sweeper(tmp_path):
     return sweeper
 
 
-def test_orphan_finished_after_the_read_is_left_alone(tmp_path):
+def test_orphan_finished_meanwhile_left_alone(tmp_path):
     sweeper = reclaiming_sweeper(tmp_path)
     study = sweeper.study
     distributions = {p.name: p.distribution for p in sweeper.space}

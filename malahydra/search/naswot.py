@@ -42,8 +42,8 @@ from .errors import SearchConfigError
 from .fixed_configs import FixedConfigMethod, params_key, raise_non_choice, trial_params, waiting_count
 from .naswot_job import CANDIDATES_FILE, SCORES_FILE
 from .space import SearchParameter, format_override
-from .trial_context import RESULT_FILE, read_result_record
-from .trials import JobOutcome, TrialOutcome, driver_is_alive, job_outcome_from_record, job_outcome_from_return, trial_outcome
+from .trial_context import RESULT_FILE
+from .trials import JobOutcome, TrialOutcome, driver_is_alive, trial_outcome
 
 log = logging.getLogger(__name__)
 
@@ -401,21 +401,10 @@ def read_scores(job_dir: Path) -> dict[int, dict]:
 
 
 def launch_jobs(sweeper: Any, jobs: list[list[str]], job_dirs: list[Path]) -> list[JobOutcome]:
-    """Launch jobs through the sweeper's launcher and classify each one's outcome.
-
-    A launcher that raises (submitit does when one job of a batch dies) loses the whole
-    batch's returns, so each job's outcome is then read from the record it left.
-    """
+    """Launch jobs through the sweeper (see `SearchSweeper._launch`), after removing old result records."""
     for job_dir in job_dirs:
         (job_dir / RESULT_FILE).unlink(missing_ok=True)
-    try:
-        returns = sweeper.launcher.launch(jobs, initial_job_idx=sweeper.job_index)
-        outcomes = [job_outcome_from_return(r.status.name, r._return_value) for r in returns]
-    except Exception as error:  # noqa: BLE001 -- a launcher error must not lose the study
-        text = str(error).strip()
-        reason = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
-        log.error("Launching %d job(s) failed (%s); reading the results they left.", len(jobs), reason)
-        outcomes = [job_outcome_from_record(read_result_record(d), launcher_error=reason) for d in job_dirs]
+    outcomes = sweeper._launch(jobs, job_dirs)
     sweeper.job_index += len(jobs)
     return outcomes
 

@@ -96,6 +96,8 @@ class SearchSweeper:
         self.method = None
         self.plot_process: PlotProcess | None = None
         self.failed_before = 0
+        # Reason of the first job failure that every trial would repeat, which stops the search.
+        self.stop_reason: str | None = None
         # optuna.Trial objects of the batch that runs, by trial number (see PendingTrial.trial).
         self._batch_trials: dict[int, optuna.Trial] = {}
 
@@ -390,15 +392,24 @@ class SearchSweeper:
             pass  # Another process finished the trial meanwhile, and _tell reports it.
 
     def _launch(self, jobs: list[list[str]], job_dirs: list[Path]) -> list[JobOutcome]:
+        """Launch jobs numbered from `self.job_index` and classify each one's outcome.
+
+        A launcher that raises (submitit does when one job of a batch dies) loses the
+        whole batch's returns, so each job's outcome is then read from the record it left.
+        """
         # The launcher composes each job's config, so a composition error surfaces here too;
         # composing every batch twice (Hydra's validate_batch_is_legal) costs about 0.2 s per job.
         try:
             returns = self.launcher.launch(jobs, initial_job_idx=self.job_index)
+            outcomes = [job_outcome_from_return(r.status.name, r._return_value) for r in returns]
         except Exception as error:  # noqa: BLE001 -- a launcher error must not lose the study
             reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
             log.error("Launching %d job(s) failed (%s); reading the results they left.", len(jobs), reason)
-            return [job_outcome_from_record(read_result_record(d), launcher_error=reason) for d in job_dirs]
-        return [job_outcome_from_return(r.status.name, r._return_value) for r in returns]
+            outcomes = [job_outcome_from_record(read_result_record(d), launcher_error=reason) for d in job_dirs]
+        stopping = next((outcome for outcome in outcomes if outcome.stops_search), None)
+        if stopping is not None and self.stop_reason is None:
+            self.stop_reason = stopping.reason
+        return outcomes
 
     def _tell(self, trial: PendingTrial, outcome: TrialOutcome) -> None:
         running = trial.trial or self._running_trial(trial.number)
@@ -458,13 +469,21 @@ class SearchSweeper:
         self.progress.refresh_best_config(summary, self.sweep_dir)
 
     def _check_failures(self, summary: dict) -> None:
-        """Stop the search once the FAIL trials since this driver started exceed the failure limit.
+        """Stop the search after a job error that every trial would repeat, or once the FAIL
+        trials since this driver started exceed the failure limit.
 
         A search that has reached its budget is not stopped.
         """
+        if summary["n_complete"] >= self.budget:
+            return
+        if self.stop_reason is not None:
+            raise SweepStopped(
+                f"Stopped study {self.study_name!r} at a failure that every trial would repeat: "
+                f"{self.stop_reason.rstrip('.')}. Fix it and run the same command to continue."
+            )
         rate = float(self.settings["max_failure_rate"])
         failed = summary["n_failed"] - self.failed_before
-        if summary["n_complete"] < self.budget and failure_limit_exceeded(failed, self.budget, rate):
+        if failure_limit_exceeded(failed, self.budget, rate):
             raise SweepStopped(
                 f"Stopped study {self.study_name!r}: {failed} FAIL trials in this run exceed "
                 f"max_failure_rate={rate} of n_trials={self.budget}; see the fail_reason column of "

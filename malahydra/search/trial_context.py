@@ -98,7 +98,8 @@ class ResultRecordingTask:
             value = self.task_function(cfg)
         except BaseException as error:
             state = "pruned" if type(error).__name__ == "TrialPruned" else "failed"
-            _write_record({"state": state, "reason": f"{type(error).__name__}: {error}"})
+            _write_record({"state": state, "reason": f"{type(error).__name__}: {error}",
+                           "stops_search": bool(getattr(error, "stops_search", False))})
             raise
         _write_record({"state": "returned", "value": _jsonable(value)})
         return value

@@ -22,6 +22,8 @@ class JobOutcome:
     state: str
     value: float | None = None
     reason: str | None = None
+    # The job failed with an error that every trial would repeat (MalahydraError.stops_search).
+    stops_search: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def job_outcome_from_return(status_name: str, value: Any) -> JobOutcome:
         return _outcome_from_value(value)
     if type(value).__name__ == "TrialPruned":
         return JobOutcome("pruned", reason=str(value) or "pruned")
-    return JobOutcome("fail", reason=_reason(value))
+    return JobOutcome("fail", reason=_reason(value), stops_search=bool(getattr(value, "stops_search", False)))
 
 
 def job_outcome_from_record(record: Mapping[str, Any] | None, launcher_error: str | None = None) -> JobOutcome:
@@ -89,7 +91,7 @@ def job_outcome_from_record(record: Mapping[str, Any] | None, launcher_error: st
         return _outcome_from_value(record.get("value"))
     if record.get("state") == "pruned":
         return JobOutcome("pruned", reason=record.get("reason"))
-    return JobOutcome("fail", reason=record.get("reason") or "job failed")
+    return JobOutcome("fail", reason=record.get("reason") or "job failed", stops_search=bool(record.get("stops_search")))
 
 
 def _outcome_from_value(value: Any) -> JobOutcome:
