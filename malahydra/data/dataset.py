@@ -76,6 +76,10 @@ class DataSplit:
     def output_width(self) -> int:
         return self.training[0].ldos.shape[1]
 
+    @property
+    def training_points(self) -> int:
+        return sum(snapshot.points for snapshot in self.training)
+
 
 def energy_grid_from_config(data_cfg) -> EnergyGrid:
     grid = data_cfg.energy_grid
@@ -210,6 +214,18 @@ def scaled_tensors(split: DataSplit, snapshots: Sequence[Snapshot]) -> tuple[tor
     inputs = [split.input_scaler.transform(chunk) for s in snapshots for chunk in s.chunks("descriptors")]
     outputs = [split.output_scaler.transform(chunk) for s in snapshots for chunk in s.chunks("ldos")]
     return torch.from_numpy(np.concatenate(inputs)), torch.from_numpy(np.concatenate(outputs))
+
+
+def training_inputs(split: DataSplit, indices: torch.Tensor) -> torch.Tensor:
+    """Return the scaled inputs of the training points `indices`, numbered snapshot after snapshot.
+
+    Preloaded data gives the rows in the order of `indices`. Lazy data reads them from
+    the memory-mapped files in ascending order per snapshot, as `lazy_batches` does.
+    """
+    if split.tensors:
+        return split.tensors["training"][0][indices]
+    inputs, _ = next(lazy_batches(split, indices, len(indices)))
+    return inputs
 
 
 def lazy_batches(

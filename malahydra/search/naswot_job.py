@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from malahydra.data.dataset import DataSplit, load_split
+from malahydra.data.dataset import DataSplit, load_split, training_inputs
 from malahydra.errors import ConfigurationError, MalahydraError
 from malahydra.model.network import hidden_activations, layer_widths, make_activation, network_from_config
 from malahydra.training.devices import select_device
@@ -207,11 +207,10 @@ def score_one(model: dict, split: DataSplit, batch_size: int, seed: int, device:
 
 def score_network(model_cfg: DictConfig, split: DataSplit, batch_size: int, seed: int, device: torch.device) -> float:
     """Build the candidate's network from `seed` and score it on the first shuffled mini-batch."""
-    inputs = split.tensors["training"][0]
     torch.manual_seed(seed)
     network = network_from_config(model_cfg, split.input_width, split.output_width).to(device)
-    indices = first_shuffled_batch(inputs.shape[0], batch_size)
-    score = naswot_score(network, inputs[indices].to(device))
+    indices = first_shuffled_batch(split.training_points, batch_size)
+    score = naswot_score(network, training_inputs(split, indices).to(device))
     if not math.isfinite(score):
         raise NaswotScoreError(f"NASWOT score is {score}; record the candidate as failed.")
     return score
@@ -243,19 +242,18 @@ def prepare_group(models: list[dict], split: DataSplit, batch_size: int, seed: i
     The layers are created in the same order from the same seed and the batch is drawn
     after them, so weights and batch equal those of `score_network`.
     """
-    inputs = split.tensors["training"][0]
     try:
         widths = layer_widths(split.input_width, list(models[0]["hidden_widths"]), split.output_width)
     except MalahydraError as error:
-        return GroupSetup([], inputs[:0], [error] * len(models))
+        return GroupSetup([], torch.empty(0, split.input_width), [error] * len(models))
     # Only the CPU generator is seeded, because torch.manual_seed also queues seeds for the
     # CUDA, XPU and MTIA generators. That took longer than a score, and nothing here draws from them.
     torch.default_generator.manual_seed(seed)
     linears = [torch.nn.Linear(n_in, n_out) for n_in, n_out in zip(widths[:-1], widths[1:])]
     if device.type != "cpu":
         linears = [linear.to(device) for linear in linears]
-    indices = first_shuffled_batch(inputs.shape[0], batch_size)
-    batch = inputs[indices].to(device)
+    indices = first_shuffled_batch(split.training_points, batch_size)
+    batch = training_inputs(split, indices).to(device)
 
     patterns: list[tuple[str, ...] | Exception] = []
     for model in models:
@@ -383,12 +381,12 @@ def set_plain(container: Any, path: list[str], value: Any) -> None:
 
 
 def cached_split(data: dict) -> DataSplit:
-    """Load the scaled training and validation data once per data config and process."""
+    """Open and scale the data once per data config and process, preloaded unless data.lazy_loading is true."""
     key = json.dumps(data, sort_keys=True)
     if key not in _SPLITS:
         while len(_SPLITS) >= _MAX_CACHED_SPLITS:
             _SPLITS.pop(next(iter(_SPLITS)))
-        # NOTE: the batch is gathered from preloaded tensors, so data.lazy_loading is not
-        # honoured here; the training set must fit in memory for NASWOT.
-        _SPLITS[key] = load_split(OmegaConf.create(data), preload=True)
+        # With data.lazy_loading only a batch's rows are read, in another order. The score
+        # stays the same, because permuting the points permutes the rows and columns of C alike.
+        _SPLITS[key] = load_split(OmegaConf.create(data))
     return _SPLITS[key]
