@@ -278,11 +278,12 @@ class SearchSweeper:
         finished since `trial` was read, before anything else changes.
         """
         orphan = optuna.Trial(self.study, trial._trial_id)
-        if set(trial.params) != {p.name for p in self.space}:
+        names = {p.name for p in self.space}
+        if set(trial.params) != names:
             # Optuna's ask pops an enqueued trial first and writes its parameters after,
             # so a driver killed in between leaves them only in `fixed_params`.
             fixed = trial.system_attrs.get("fixed_params")
-            requeue = isinstance(fixed, dict) and set(fixed) == {p.name for p in self.space}
+            requeue = isinstance(fixed, dict) and set(fixed) == names
             orphan.set_user_attr("fail_reason", "left RUNNING before its parameters were written" if requeue
                                  else "left RUNNING with another search space")
             self.study.tell(orphan, state=TrialState.FAIL)
