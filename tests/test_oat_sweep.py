@@ -84,6 +84,24 @@ def test_confirmation_runs_once(tmp_path):
     assert oat["importance"][0] == "y"
 
 
+def test_optimum_in_array_no_confirmation(tmp_path):
+    # Levels written so that the minimizing optimum (x=0.5, y=2, ReLU) is row [0, 0, 0] of OA(4, 2^3).
+    assert [0, 0, 0] in orthogonal_array([2, 2, 2]).tolist()
+    sweep_dir = tmp_path / "sweep"
+    run = run_sweep(QUADRATIC_APP, sweep_dir, "hyper_opt_method=oat", "x=choice(0.5, 0.0)", "y=choice(2, 0)",
+                    "activation=choice(ReLU, Sigmoid)")
+    assert run.returncode == 0, run.stderr
+
+    trials = load_trials("sqlite", sweep_dir)
+    assert states(trials) == {"COMPLETE": 4}
+    assert not any(t.user_attrs.get("oat_confirmation") for t in trials)
+    assert "the predicted optimum is a row of the array, which has run, so no confirmation trial runs" in run.stdout
+    # The budget shrinks to the rows, so the counts do not read as an unfinished study.
+    assert "4/4 COMPLETE" in run.stdout
+    assert "/5 COMPLETE" not in run.stdout.split("OAT: predicted optimum")[-1]
+    assert results_of(sweep_dir)["oat"]["confirmation"]["row"] == 0
+
+
 def test_maximize_uses_best_level(tmp_path):
     sweep_dir = tmp_path / "sweep"
     run = run_sweep(QUADRATIC_APP, sweep_dir, "hyper_opt_method=oat", "hydra.sweeper.direction=maximize",

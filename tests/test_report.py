@@ -77,7 +77,9 @@ def test_sweep_end_summary_and_files(tpe_sweep):
     # The parameters column lines up below its heading, however long the directories are.
     column = table[1].index("parameters")
     for row in table[2:2 + N_TRIALS]:
-        assert row[column - 2:column] == "  " and row[column] != " " and "=" in row[column:].split(",")[0], row
+        assert row[column - 2:column] == "  ", row
+        assert row[column] != " ", row
+        assert "=" in row[column:].split(",")[0], row
     assert f"Results: {sweep_dir / 'optimization_results.yaml'}, {sweep_dir / 'trials.csv'}" in output
     # The trials' metrics are in their metrics.json files, not printed into the sweep's output.
     assert '"objective":' not in output
@@ -266,7 +268,7 @@ def test_best_config_rewritten_only_on_new_best(tmp_path):
     assert "learning_rate: 0.2" in best_config.read_text()
 
 
-def test_unreadable_best_config_source_is_a_warning(tmp_path, caplog):
+def test_unreadable_best_config_source_warns(tmp_path, caplog):
     hydra_dir = tmp_path / "0" / ".hydra"
     hydra_dir.mkdir(parents=True)
     # As a config.yaml caught halfway through being written.

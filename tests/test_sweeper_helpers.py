@@ -117,10 +117,14 @@ def test_derived_seeds_distinct():
     assert all(0 <= s < 2**31 for s in seeds)
 
 
-def test_dead_driver_detected():
+def dead_driver() -> str:
+    """Return the identity of a driver process on this host that has exited."""
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    host = driver_identity().split(":")[0]
-    assert not driver_is_alive(f"{host}:{finished.stdout.strip()}:1")
+    return f"{driver_identity().split(':')[0]}:{finished.stdout.strip()}:1"
+
+
+def test_dead_driver_detected():
+    assert not driver_is_alive(dead_driver())
     assert driver_is_alive(driver_identity())
     assert driver_is_alive("elsewhere:1:1")
     assert not driver_is_alive(None)
@@ -251,11 +255,6 @@ def test_concurrent_result_writers(tmp_path):
     assert errors == []
     assert (tmp_path / TRIALS_FILE).read_text().startswith("number,")
     assert (tmp_path / RESULTS_FILE).is_file()
-
-
-def dead_driver() -> str:
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    return f"{driver_identity().split(':')[0]}:{finished.stdout.strip()}:1"
 
 
 def reclaiming_sweeper(tmp_path):

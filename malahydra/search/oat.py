@@ -58,6 +58,9 @@ class OatMethod(FixedConfigMethod):
                  len(self.array), " plus a confirmation trial" if self.confirm else "")
         return self.space
 
+    def optimum_is_row(self, optimum: dict) -> bool:
+        return params_key(optimum) in {params_key(self.row_params(row)) for row in self.array}
+
     def factor_names(self) -> list[str]:
         return [p.name for p in self.space]
 
@@ -106,6 +109,9 @@ class OatMethod(FixedConfigMethod):
         log.info("OAT: predicted optimum %s.", ", ".join(f"{k}={v!r}" for k, v in result["optimum"].items()))
         if not self.confirm:
             return False
+        if self.optimum_is_row(result["optimum"]):
+            log.info("OAT: the predicted optimum is a row of the array, which has run, so no confirmation trial runs.")
+            return False
         added = enqueue_missing(sweeper.study, [result["optimum"]], [{"oat_confirmation": True}])
         return added > 0
 
@@ -135,6 +141,9 @@ class OatMethod(FixedConfigMethod):
             result = None
         if result is not None:
             report.update(self.effects_report(result, trials))
+            if self.confirm and self.optimum_is_row(result["optimum"]):
+                # The row has measured the optimum, so no confirmation trial runs: the rows are the budget.
+                self.budget = len(self.array)
         return {"method": "oat", "oat": report}, {}
 
     def effects_report(self, result: dict, trials: Sequence[FrozenTrial]) -> dict:

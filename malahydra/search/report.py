@@ -406,7 +406,6 @@ def report_sweep(sweep_dir: Path, *, top: int = TOP_TRIALS, plots: bool = True) 
     space = build_search_space(sweeps)
     if method is not None:
         method.prepare(space)
-        budget = method.budget
     else:
         budget = effective_budget(settings["n_trials"], settings["sampler"], space)
 
@@ -416,6 +415,8 @@ def report_sweep(sweep_dir: Path, *, top: int = TOP_TRIALS, plots: bool = True) 
     extra_summary, extra_columns = {}, {}
     if method is not None:
         extra_summary, extra_columns = method.results(SimpleNamespace(study=study, sweep_dir=sweep_dir), trials)
+        # After `results`, because OAT drops its confirmation trial when the optimum is a row.
+        budget = method.budget
     summary.update(extra_summary)
     results.write_results(summary, trials, sweep_dir, extra_columns=extra_columns)
     return write_report(study, trials, summary, sweep_dir, budget, top=top, plots=plots)

@@ -459,6 +459,9 @@ class SearchSweeper:
         summary = results.summarize(trials, direction=self.settings["direction"], study_name=self.study_name,
                                     sweep_dir=self.sweep_dir, storage=describe_storage(self.storage_ref))
         extra_summary, extra_columns = ({}, {}) if self.method is None else self.method.results(self, trials)
+        if self.method is not None and self.method.budget != self.budget:
+            # OAT drops its confirmation trial when the predicted optimum is a row.
+            self.budget = self.progress.budget = self.method.budget
         summary.update(extra_summary)
         results.write_results(summary, trials, self.sweep_dir, extra_columns=extra_columns)
         return summary
@@ -470,10 +473,10 @@ class SearchSweeper:
         self.progress.refresh_best_config(summary, self.sweep_dir)
 
     def _check_failures(self, summary: dict) -> None:
-        """Stop the search after a job error that every trial would repeat, or once the FAIL
-        trials since this driver started exceed the failure limit.
+        """Stop the search at a job error that every trial would repeat, or at too many FAIL trials.
 
-        A search that has reached its budget is not stopped.
+        Only the FAIL trials since this driver started count against max_failure_rate. A
+        search that has reached its budget is not stopped.
         """
         if summary["n_complete"] >= self.budget:
             return
