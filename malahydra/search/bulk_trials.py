@@ -65,9 +65,8 @@ def add_finished_trials(storage: BaseStorage, study_id: int, trials: Sequence[Fr
     added or none. On other storages the trials are added one by one, and an error
     leaves the trials before it added. An in-memory storage keeps the params,
     distributions and attribute dicts of `trials` themselves, so do not change them
-    after the call. Call it under the study lock when other drivers
-    may add trials, because a retry after a lost connection relies on it (see
-    `_batch_is_stored`).
+    after the call. Call it under the study lock when other drivers may add trials,
+    because a retry after a lost connection relies on it (see `_batch_is_stored`).
 
     Raises ValueError, before anything is written, for an unfinished trial. Like
     `create_new_trial`, it raises ValueError for a parameter distribution that is

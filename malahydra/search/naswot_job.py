@@ -209,8 +209,7 @@ def score_network(model_cfg: DictConfig, split: DataSplit, batch_size: int, seed
     """Build the candidate's network from `seed` and score it on the first shuffled mini-batch."""
     torch.manual_seed(seed)
     network = network_from_config(model_cfg, split.input_width, split.output_width).to(device)
-    indices = first_shuffled_batch(split.training_points, batch_size)
-    score = naswot_score(network, training_inputs(split, indices).to(device))
+    score = naswot_score(network, first_batch(split, batch_size, device))
     if not math.isfinite(score):
         raise NaswotScoreError(f"NASWOT score is {score}; record the candidate as failed.")
     return score
@@ -252,8 +251,7 @@ def prepare_group(models: list[dict], split: DataSplit, batch_size: int, seed: i
     linears = [torch.nn.Linear(n_in, n_out) for n_in, n_out in zip(widths[:-1], widths[1:])]
     if device.type != "cpu":
         linears = [linear.to(device) for linear in linears]
-    indices = first_shuffled_batch(split.training_points, batch_size)
-    batch = training_inputs(split, indices).to(device)
+    batch = first_batch(split, batch_size, device)
 
     patterns: list[tuple[str, ...] | Exception] = []
     for model in models:
@@ -275,6 +273,11 @@ def shared_activation(name: str) -> torch.nn.Module:
     Sharing is safe because the activations of a group have no parameters and no state.
     """
     return make_activation(name)
+
+
+def first_batch(split: DataSplit, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Return the scaled inputs of the first shuffled training mini-batch, drawn from the global RNG, on `device`."""
+    return training_inputs(split, first_shuffled_batch(split.training_points, batch_size)).to(device)
 
 
 def first_shuffled_batch(count: int, batch_size: int) -> torch.Tensor:
